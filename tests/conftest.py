@@ -1,0 +1,52 @@
+"""Tiny seeded models built in the tests (no downloads) and an isolated cache folder per test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WELORE_CACHE", str(cache))
+    return cache
+
+
+def tiny_llama(layers: int = 3, seed: int = 0, bias: bool = False) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         attention_bias=bias, tie_word_embeddings=False)
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_gpt2(layers: int = 2, seed: int = 0) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=64, n_embd=32, n_layer=layers, n_head=4)).eval()
+
+
+def tiny_neox(layers: int = 2, seed: int = 0) -> torch.nn.Module:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                           num_attention_heads=4, max_position_embeddings=64)
+    return GPTNeoXForCausalLM(config).eval()
+
+
+@pytest.fixture
+def llama() -> torch.nn.Module:
+    return tiny_llama()
+
+
+@pytest.fixture
+def llama_dir(tmp_path: Path, llama: torch.nn.Module) -> Path:
+    folder = tmp_path / "tiny-llama"
+    llama.save_pretrained(folder)
+    return folder

@@ -1,0 +1,6 @@
+"""`python -m welore_core` is the `welore` CLI."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""Layer discovery: every 2-D weight of a linear layer inside the repeated decoder blocks.
+
+Not hard-wired to LLaMA names: the decoder blocks are the `nn.ModuleList` of identical modules holding
+the most parameters (`model.layers`, `transformer.h`, `gpt_neox.layers`, ...), and a layer is any
+`nn.Linear` or GPT-2 style `Conv1D` (weight stored transposed, (in, out)) inside one block. Embeddings
+and `lm_head` live outside the blocks and are therefore excluded unless asked for.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import WeLoreError
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One analysable weight matrix."""
+
+    name: str  # dotted module name as named_modules() gives it: "model.layers.3.self_attn.q_proj"
+    block: int  # index in the decoder-block list; -1 for a layer outside the blocks (lm_head)
+    kind: str  # name relative to its block ("self_attn.q_proj"): the column of Figure 4/6 heatmaps
+    shape: tuple[int, int]  # (out, in), whatever the storage layout
+    bias: bool  # the module has a bias (kept as is by factorisation)
+    transposed: bool = False  # stored as (in, out): GPT-2 Conv1D
+    tensor: str = ""  # weight's name in the state dict / checkpoint (defaults to name + ".weight")
+
+    def __post_init__(self) -> None:
+        if not self.tensor:
+            object.__setattr__(self, "tensor", f"{self.name}.weight")
+        if len(self.shape) != 2 or min(self.shape) < 1:
+            raise WeLoreError(f"layer {self.name}: shape must be 2-D and non-empty, got {self.shape}")
+
+    @property
+    def full_rank(self) -> int:
+        return min(self.shape)
+
+    @property
+    def dense_params(self) -> int:
+        return self.shape[0] * self.shape[1] + (self.shape[0] if self.bias else 0)
+
+    def factored_params(self, rank: int) -> int:
+        """Parameters of B (rank x in) followed by A (out x rank), bias kept."""
+        return rank * (self.shape[0] + self.shape[1]) + (self.shape[0] if self.bias else 0)
+
+
+def linear_weight(module: nn.Module) -> tuple[torch.Tensor, bool] | None:
+    """The module's weight and whether it is stored transposed, or None when it is not a linear layer."""
+    if isinstance(module, nn.Linear):
+        return module.weight, False
+    # transformers.pytorch_utils.Conv1D (GPT-2 family): y = x @ W + b with W of shape (in, out)
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None:
+        return module.weight, True
+    return None
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The repeated decoder blocks: the ModuleList of same-class children with the most parameters."""
+    best: tuple[str, nn.ModuleList, int] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(c) for c in mod}) == 1:
+            count = sum(p.numel() for p in mod.parameters())
+            if best is None or count > best[2]:
+                best = (name, mod, count)
+    if best is None or best[2] == 0:
+        raise WeLoreError(f"{type(model).__name__}: found no list of repeated decoder blocks to analyse")
+    return best[0], best[1]
+
+
+def discover_layers(model: nn.Module, with_head: bool = False) -> list[LayerInfo]:
+    """All linear layers inside the decoder blocks, in module order (optionally plus the output head)."""
+    prefix, blocks = find_blocks(model)
+    layers: list[LayerInfo] = []
+    for index, block in enumerate(blocks):
+        for rel, mod in block.named_modules():
+            found = linear_weight(mod)
+            if not rel or found is None:
+                continue
+            weight, transposed = found
+            if weight.dim() != 2:
+                continue
+            shape = (weight.shape[1], weight.shape[0]) if transposed else (weight.shape[0], weight.shape[1])
+            bias = getattr(mod, "bias", None) is not None
+            layers.append(LayerInfo(f"{prefix}.{index}.{rel}", index, rel, (int(shape[0]), int(shape[1])), bias, transposed))
+    if with_head:
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        for name, mod in model.named_modules():
+            if head is not None and mod is head and linear_weight(mod) is not None:
+                w = mod.weight
+                layers.append(LayerInfo(name, -1, name, (int(w.shape[0]), int(w.shape[1])), mod.bias is not None))
+    if not layers:
+        raise WeLoreError(f"{type(model).__name__}: the blocks under '{prefix}' contain no linear layers")
+    return layers
+
+
+_BLOCK_TENSOR = re.compile(r"^(?P<prefix>.+?)\.(?P<block>\d+)\.(?P<rest>.+)\.weight$")
+
+
+def discover_from_names(shapes: dict[str, tuple[int, ...]], with_head: bool = False) -> list[LayerInfo]:
+    """Layer discovery from checkpoint tensor names and shapes alone (no config to build the model from).
+
+    The block list is the `<prefix>.<int>.` with the most 2-D weights; shapes are taken as stored
+    (out, in) since a bare checkpoint does not say which layers are Conv1D.
+    """
+    groups: Counter[str] = Counter()
+    for tname, shape in shapes.items():
+        m = _BLOCK_TENSOR.match(tname)
+        if m and len(shape) == 2:
+            groups[m["prefix"]] += 1
+    if not groups:
+        raise WeLoreError("no 2-D '<blocks>.<index>.<layer>.weight' tensors found in the checkpoint")
+    prefix = groups.most_common(1)[0][0]
+    layers = []
+    for tname, shape in shapes.items():
+        m = _BLOCK_TENSOR.match(tname)
+        if m and m["prefix"] == prefix and len(shape) == 2:
+            name = tname[: -len(".weight")]
+            layers.append(LayerInfo(name, int(m["block"]), m["rest"], (int(shape[0]), int(shape[1])), f"{name}.bias" in shapes))
+    if with_head and "lm_head.weight" in shapes and len(shapes["lm_head.weight"]) == 2:
+        s = shapes["lm_head.weight"]
+        layers.append(LayerInfo("lm_head", -1, "lm_head", (int(s[0]), int(s[1])), "lm_head.bias" in shapes))
+    return sorted(layers, key=lambda l: (l.block if l.block >= 0 else 1 << 30, _natural(l.kind)))
+
+
+def _natural(text: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def select_layers(layers: list[LayerInfo], include: str | None = None, exclude: str | None = None) -> list[LayerInfo]:
+    """Keep layers whose dotted name matches `include` and not `exclude` (regular expressions, `re.search`)."""
+    try:
+        inc = re.compile(include) if include else None
+        exc = re.compile(exclude) if exclude else None
+    except re.error as err:
+        raise WeLoreError(f"bad layer pattern {include or exclude!r}: {err}") from None
+    kept = [l for l in layers if (inc is None or inc.search(l.name)) and not (exc and exc.search(l.name))]
+    if not kept:
+        raise WeLoreError(f"no layer matches include={include!r} exclude={exclude!r} (of {len(layers)} layers)")
+    return kept

@@ -1,0 +1,116 @@
+"""Rank map JSON: a rank plan serialised (schema `welore.rankmap/v1`, schemas/rankmap.v1.schema.json).
+
+Import validates twice: against the JSON Schema (structure, types, version), then against a model
+(unknown layers, shape mismatches, ranks out of range), and reports every problem at once.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import RankMapError, WeLoreError
+from .layers import LayerInfo
+from .plan import PlanConfig, RankPlan, plan_from_ranks
+from .spectra import Spectra
+from .storage import atomic_write_text
+
+SCHEMA_ID = "welore.rankmap/v1"
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "rankmap.v1.schema.json"
+
+
+@lru_cache(maxsize=1)
+def rankmap_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def rankmap_dict(plan: RankPlan) -> dict[str, Any]:
+    """The plan as a schema-conforming dict."""
+    c = plan.config
+    return {
+        "schema": SCHEMA_ID,
+        "model": plan.model,
+        "fingerprint": plan.fingerprint,
+        "normalization": c.normalization,
+        "strategy": c.strategy,
+        "k": plan.k,
+        "target_err": plan.target_err,
+        "achieved_err": plan.achieved_err,
+        "min_ratio": c.min_ratio,
+        "search": c.search,
+        "layers": [{"name": l.name, "block": l.block, "type": l.kind, "shape": list(l.shape), "full_rank": l.full_rank,
+                    "rank": l.rank, "reduction": l.reduction, "lrc": l.lrc, "rel_error": l.rel_error}
+                   for l in plan.layers],
+        "totals": plan.totals,
+    }
+
+
+def save_rankmap(plan: RankPlan, path: Path) -> None:
+    atomic_write_text(Path(path), json.dumps(rankmap_dict(plan), indent=1) + "\n")
+
+
+def read_rankmap(source: Path | str | bytes | dict[str, Any]) -> dict[str, Any]:
+    """Load (from a path, JSON text or bytes, or a dict) and validate against the schema; raises RankMapError."""
+    where = "rank map"
+    if isinstance(source, dict):
+        data: Any = source
+    else:
+        text = source
+        if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
+            where = f"rank map {source}"
+            try:
+                text = Path(source).read_text()
+            except OSError as err:
+                raise WeLoreError(f"{where}: cannot read ({err.strerror or err})") from None
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise RankMapError(f"{where}: not valid JSON", [str(err)]) from None
+    if not isinstance(data, dict):
+        raise RankMapError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    if data.get("schema") != SCHEMA_ID:
+        raise RankMapError(f"{where}: schema {data.get('schema')!r} is not supported (this tool reads {SCHEMA_ID})")
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(rankmap_schema())
+    problems = [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
+                for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))]
+    if problems:
+        raise RankMapError(f"{where}: does not match the {SCHEMA_ID} schema", problems)
+    return data
+
+
+def check_rankmap(data: dict[str, Any], layers: list[LayerInfo]) -> list[str]:
+    """Problems applying a schema-valid rank map to a model with these layers (empty when it fits)."""
+    known = {l.name: l for l in layers}
+    problems, seen = [], set()
+    for entry in data["layers"]:
+        name = entry["name"]
+        if name in seen:
+            problems.append(f"layer {name}: listed twice")
+        seen.add(name)
+        layer = known.get(name)
+        if layer is None:
+            problems.append(f"unknown layer {name}")
+            continue
+        if tuple(entry["shape"]) != layer.shape:
+            problems.append(f"layer {name}: shape {entry['shape']} but the model has {list(layer.shape)}")
+            continue
+        if not 1 <= entry["rank"] <= layer.full_rank:
+            problems.append(f"layer {name}: rank {entry['rank']} out of range [1, {layer.full_rank}]")
+    return problems
+
+
+def plan_from_rankmap(data: dict[str, Any], spectra: Spectra) -> RankPlan:
+    """Validate a rank map against the model's spectra and rebuild the full plan (errors, totals) from it."""
+    data = read_rankmap(data)
+    problems = check_rankmap(data, spectra.layers)
+    if problems:
+        raise RankMapError(f"rank map for {data['model']!r} does not fit model {spectra.model!r}", problems)
+    strategy = data["strategy"] if data["strategy"] != "custom" else "welore"
+    err = data["target_err"]
+    config = PlanConfig(strategy=strategy, err=err, k=None if err is not None else (data["k"] or 0.0),
+                        normalization=data["normalization"], min_ratio=data["min_ratio"])
+    ranks = {e["name"]: int(e["rank"]) for e in data["layers"]}
+    return plan_from_ranks(spectra, ranks, config, k=data["k"])
