@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from welore_core import LayerInfo, PlanConfig, Spectra, SpectraConfig, WeLoreError, compute_spectra, make_plan
-from welore_core.plan import plan_from_ranks, prepare_scores
+from welore_core.plan import err_for_k, plan_from_ranks, prepare_scores
 
 
 def synthetic(seed: int, shapes: list[tuple[int, int]], total_extra: int = 1000) -> Spectra:
@@ -48,12 +48,15 @@ def test_welore_plan_hits_the_target_err(seed: int, err: float, normalization: s
     assert abs(plan.achieved_err / 100 * total - err / 100 * total) == pytest.approx(best, abs=1e-6)
 
 
-def test_planning_at_the_solved_k_reproduces_the_plan() -> None:
+@pytest.mark.parametrize("strategy", ["welore", "energy"])
+def test_planning_at_the_solved_k_reproduces_the_plan(strategy: str) -> None:
     spectra = synthetic(3, SHAPES)
-    by_err = make_plan(spectra, PlanConfig(err=40))
-    by_k = make_plan(spectra, PlanConfig(err=None, k=by_err.k))
+    by_err = make_plan(spectra, PlanConfig(strategy=strategy, err=40))
+    by_k = make_plan(spectra, PlanConfig(strategy=strategy, err=None, k=by_err.k))
     assert by_k.ranks() == by_err.ranks() and by_k.achieved_err == by_err.achieved_err
     assert by_k.target_err is None
+    # the inverse: ERR for a given k, straight from the prepared scores
+    assert err_for_k(prepare_scores(spectra, strategy), by_err.k) == pytest.approx(by_err.achieved_err, abs=1e-9)
 
 
 def test_lrc_flag_and_parameter_totals() -> None:

@@ -144,6 +144,16 @@ def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None
                            k=float(k), scores=scores)
 
 
+def err_for_k(scores: Scores, k: float) -> float:
+    """The inverse of the solve: the ERR (percent) a threshold k gives, without building a plan."""
+    if scores.strategy == "uniform":
+        raise WeLoreError("err_for_k needs per-layer scores; for uniform the ERR is k itself (up to rounding)")
+    cut = 1.0 - k if scores.strategy == "energy" else k
+    full = sum(a.size for a in scores.ascending)
+    kept = sum(max(1, a.size - count_below(a, cut)) for a in scores.ascending)
+    return 100.0 * (1.0 - kept / full)
+
+
 def plan_from_ranks(spectra: Spectra, ranks: dict[str, int], config: PlanConfig, k: float | None = None,
                     scores: Scores | None = None) -> RankPlan:
     """A plan with given per-layer ranks (missing layers keep full rank): totals, LRC flags, errors."""
