@@ -123,6 +123,28 @@ def test_two_processes_computing_the_same_model_do_not_corrupt_each_other(llama_
     assert results[0]["fingerprint"] == results[1]["fingerprint"]
     assert sorted(r["from_cache"] for r in results) in ([0, 21], [0, 0])  # the lock makes the second one read
     cache = SpectraCache(isolated_cache, results[0]["fingerprint"], "float32-svdvals")
-    values, notes = cache.load([row["name"] for row in results[0]["per_layer"]])
+    values, notes = cache.load({row["name"]: row["full_rank"] for row in results[0]["per_layer"]})
     assert len(values) == 21 and notes == []
     assert compute_spectra(llama_dir).from_cache == 21
+
+
+def test_rewritten_file_with_restored_mtime_is_rehashed(tmp_path: Path) -> None:
+    model = tiny_llama()
+    folder = tmp_path / "m"
+    model.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    before = compute_spectra(folder)
+    stat = weights.stat()
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.mul_(2.0)
+    model.save_pretrained(folder)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_size == stat.st_size
+    assert compute_spectra(folder).fingerprint != before.fingerprint
+
+
+def test_cache_files_are_readable_by_others(llama_dir: Path, isolated_cache: Path) -> None:
+    compute_spectra(llama_dir)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in _records(isolated_cache))

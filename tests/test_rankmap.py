@@ -76,3 +76,36 @@ def test_import_rejects_wrong_version_bad_json_and_schema_violations(tmp_path: P
         read_rankmap(wrong_type)
     with pytest.raises(RankMapError, match="expected a JSON object"):
         read_rankmap("[1, 2]")
+
+
+def test_import_reports_fields_that_contradict_the_model_or_the_rank(spectra) -> None:  # type: ignore[no-untyped-def]
+    data = rankmap_dict(make_plan(spectra, PlanConfig(err=60)))
+    bad = copy.deepcopy(data)
+    bad["layers"][0]["full_rank"] = 999
+    bad["layers"][1]["type"] = "mlp.up_proj"
+    bad["layers"][2]["block"] = 7
+    bad["layers"][3]["reduction"] = 0.0
+    bad["layers"][4]["lrc"] = not bad["layers"][4]["lrc"]
+    problems = check_rankmap(bad, spectra.layers)
+    assert len(problems) == 5
+    assert "full_rank 999 but the model has 32" in problems[0] and "type 'mlp.up_proj'" in problems[1]
+    assert "block 7" in problems[2] and "reduction 0 does not match" in problems[3] and "min_ratio" in problems[4]
+
+
+def test_unlisted_layers_are_reported_as_staying_dense(spectra) -> None:  # type: ignore[no-untyped-def]
+    from welore_core import missing_layers
+
+    data = rankmap_dict(make_plan(spectra, PlanConfig(err=30)))
+    data["layers"] = data["layers"][:2]
+    assert check_rankmap(data, spectra.layers) == []
+    assert missing_layers(data, spectra.layers) == [l.name for l in spectra.layers[2:]]
+
+
+def test_undecodable_file_and_out_of_range_k(tmp_path: Path, spectra) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "binary.json"
+    path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(RankMapError, match="not UTF-8"):
+        read_rankmap(path)
+    data = {**rankmap_dict(make_plan(spectra, PlanConfig(err=30))), "k": 5.0, "target_err": None}
+    with pytest.raises(RankMapError, match="k: 5.0 is greater than the maximum of 1"):
+        read_rankmap(data)

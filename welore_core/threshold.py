@@ -57,6 +57,28 @@ def solve_threshold(sorted_scores: np.ndarray, err: float) -> float:
     return v
 
 
+def solve_threshold_below(sorted_scores: np.ndarray, err: float) -> float:
+    """Mirror of `solve_threshold` for scores kept while *below* k (the energy strategy: a singular value
+    is kept while the energy before it is < k). The k in [0, 1] whose removed fraction #(score >= k) / N
+    is closest to `err`; among equally close candidates the larger k (more kept) wins.
+    """
+    n = sorted_scores.size
+    if n == 0:
+        raise WeLoreError("cannot solve a threshold over zero scores")
+    if not 0.0 <= err < 1.0:
+        raise WeLoreError(f"target ERR must be in [0, 100) percent, got {err * 100:g}")
+    target = (1.0 - err) * n  # kept count wanted; a threshold k keeps #(score < k)
+    m = min(n, max(0, math.floor(target + 0.5)))  # nearest count, halves rounded up (toward keeping)
+    if m == n:
+        return 1.0 if float(sorted_scores[-1]) < 1.0 else float(sorted_scores[-1])
+    v = float(sorted_scores[m])
+    below = count_below(sorted_scores, v)  # kept if k = v (<= m)
+    above = int(np.searchsorted(sorted_scores, v, side="right"))  # kept if k = the next candidate above v
+    if abs(above - target) <= abs(below - target):
+        return float(sorted_scores[above]) if above < n else (1.0 if v < 1.0 else v)
+    return v
+
+
 def paper_threshold(per_layer: list[np.ndarray], err: float, step: float = 0.005, tol: float = 0.005) -> float:
     """The paper's linear search: k = 0, step, 2*step, ... until the removed fraction is within `tol`
     of `err` (Algorithm 1); if a step jumps over that band, the first k that reaches `err`."""

@@ -1,0 +1,114 @@
+"""Compressed-model folders: save a model with `LowRankLinear` layers and load it back without any SVD.
+
+A folder holds the transformers config, safetensors weights (a factored layer's tensors are
+`<layer>.B.weight`, `<layer>.A.weight` and `<layer>.A.bias`), the tokenizer, the rank map it was made
+from (`rankmap.json`) and `welore-manifest.json` (format, mode, which layers are factored at which
+rank, parameter counts). Loading builds the architecture with empty weights, swaps in low-rank
+modules of the recorded ranks and assigns the saved tensors, so logits are bit-identical.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .compress import CompressionReport, count_parameters
+from .errors import WeLoreError
+from .layers import linear_weight
+from .lowrank import LowRankLinear
+from .storage import atomic_write_text
+
+MANIFEST = "welore-manifest.json"
+FORMAT = "welore.compressed/v1"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                    "vocab.json", "merges.txt", "chat_template.jinja", "generation_config.json")
+
+
+def is_compressed_folder(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+def save_compressed(model: nn.Module, folder: Path, rankmap: dict[str, Any], report: CompressionReport,
+                    source_folder: Path | None = None, base_model: str = "") -> Path:
+    """Write a compressed model folder atomically (a temp folder renamed into place)."""
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if source_folder is not None:
+            for name in _TOKENIZER_FILES:
+                if (source_folder / name).is_file() and not (tmp / name).exists():
+                    shutil.copy2(source_folder / name, tmp / name)
+        atomic_write_text(tmp / "rankmap.json", json.dumps(rankmap, indent=1) + "\n")
+        manifest = {"format": FORMAT, "base_model": base_model or rankmap.get("model", ""),
+                    "base_fingerprint": rankmap.get("fingerprint", ""), "mode": report.mode, "act_svd": report.act_svd,
+                    "factored": report.factored, "truncated": report.truncated,
+                    "params_before": report.params_before, "params_after": count_parameters(model)}
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as err:
+        raise WeLoreError(f"{folder / MANIFEST}: unreadable manifest ({err})") from None
+    if manifest.get("format") != FORMAT:
+        raise WeLoreError(f"{folder / MANIFEST}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    return manifest
+
+
+def load_compressed(folder: Path, dtype: str = "float32", device: str = "cpu") -> nn.Module:
+    """Rebuild a compressed model from its folder: architecture, low-rank modules, saved tensors."""
+    from accelerate import init_empty_weights
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    config = AutoConfig.from_pretrained(folder)
+    with init_empty_weights(include_buffers=False):  # parameters on meta, buffers (rotary tables) real
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    for name, rank in manifest["factored"].items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise WeLoreError(f"{folder}: manifest layer {name} is not a module of {type(model).__name__}") from None
+        found = linear_weight(module)
+        if found is None:
+            raise WeLoreError(f"{folder}: manifest layer {name} is not a linear layer")
+        w, transposed = found
+        out_f, in_f = (w.shape[1], w.shape[0]) if transposed else (w.shape[0], w.shape[1])
+        new = LowRankLinear(in_f, out_f, int(rank), bias=getattr(module, "bias", None) is not None,
+                            device="meta", dtype=w.dtype)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+    state: dict[str, torch.Tensor] = {}
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise WeLoreError(f"{folder}: no *.safetensors weights")
+    for file in files:
+        state.update(load_file(str(file)))
+    state = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    if result.unexpected_keys:
+        raise WeLoreError(f"{folder}: tensors not in the model: {', '.join(result.unexpected_keys[:5])}")
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+    still_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if still_meta:
+        raise WeLoreError(f"{folder}: weights missing from the checkpoint: {', '.join(still_meta[:5])}")
+    return model.to(device).eval()
