@@ -50,3 +50,39 @@ def llama_dir(tmp_path: Path, llama: torch.nn.Module) -> Path:
     folder = tmp_path / "tiny-llama"
     llama.save_pretrained(folder)
     return folder
+
+
+CHARS = "abcdefghijklmnopqrstuvwxyz .,;:!?'\n-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def char_tokenizer():  # type: ignore[no-untyped-def]
+    """A 64-symbol character tokenizer (no download): one id per character, [UNK] for the rest."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(CHARS[:63])}
+    vocab["[UNK]"] = 63
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    import random
+
+    rng = random.Random(0)
+    words = ["the", "king", "speaks", "and", "queen", "answers", "to", "a", "lord", "of", "york", "now", "then"]
+    text = "\n".join(" ".join(rng.choice(words) for _ in range(12)) + "." for _ in range(400))
+    path = tmp_path / "corpus.txt"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def lm_dir(tmp_path: Path) -> Path:
+    """A tiny LLaMA folder with a tokenizer: what `welore eval` and `welore compress` need."""
+    folder = tmp_path / "tiny-lm"
+    tiny_llama().save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    return folder

@@ -71,3 +71,54 @@ def test_python_dash_m_entry_point(llama_dir: Path, isolated_cache: Path) -> Non
                           env={**__import__("os").environ, "WELORE_CACHE": str(isolated_cache)})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["target_err"] == 25.0
+
+
+def test_compress_then_eval_the_compressed_folder(lm_dir: Path, corpus_file: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    rankmap = tmp_path / "rm.json"
+    assert run(capsys, "plan", str(lm_dir), "--err", "60", "-o", str(rankmap))[0] == 0
+    out = tmp_path / "compressed"
+    code, stdout, _ = run(capsys, "compress", str(lm_dir), "--rankmap", str(rankmap), "-o", str(out), "--json")
+    assert code == 0
+    report = json.loads(stdout.strip().splitlines()[-1])
+    assert report["mode"] == "lrc" and report["factored"] and report["params_after"] < report["params_before"]
+    assert (out / "welore-manifest.json").is_file() and (out / "tokenizer.json").is_file()
+    code, stdout, _ = run(capsys, "eval", str(out), "--data", str(corpus_file), "--seqlen", "64", "--tokens", "1024",
+                          "--json")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert code == 0 and set(result) >= {"ppl", "nll", "tokens", "seconds", "tokens_per_s", "dataset", "seqlen"}
+    assert result["tokens"] == 1024 and result["seqlen"] == 64 and result["dataset"] == str(corpus_file)
+    # all-layers mode from a fresh plan, then ActSVD
+    code, stdout, _ = run(capsys, "compress", str(lm_dir), "--err", "40", "--all-layers", "-o", str(tmp_path / "all"),
+                          "--json")
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["mode"] == "all"
+    code, stdout, _ = run(capsys, "compress", str(lm_dir), "--err", "60", "--act-svd", "--calib", str(corpus_file),
+                          "--calib-seqlen", "32", "-o", str(tmp_path / "act"), "--json")
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["act_svd"] is True
+
+
+def test_sweep_and_sensitivity_write_their_reports(lm_dir: Path, corpus_file: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sweep"
+    code, stdout, _ = run(capsys, "sweep", str(lm_dir), "--errs", "20,50", "--strategies", "welore,uniform", "--data",
+                          str(corpus_file), "--seqlen", "64", "--tokens", "512", "-o", str(out), "--json")
+    assert code == 0 and len(json.loads(stdout.strip().splitlines()[-1])["rows"]) == 5
+    assert (out / "sweep.csv").is_file() and (out / "sweep.html").is_file() and (out / "sweep.json").is_file()
+    code, stdout, _ = run(capsys, "sensitivity", str(lm_dir), "--data", str(corpus_file), "--seqlen", "64", "--tokens",
+                          "256", "-o", str(tmp_path / "sens"), "--json")
+    assert code == 0 and len(json.loads(stdout.strip().splitlines()[-1])["rows"]) == 7
+    assert (tmp_path / "sens" / "sensitivity.html").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "{model}", "--data", "nothing.txt"], "not one of ('wikitext2', 'c4') and no such file"),
+    (["eval", "{model}", "--data", "{corpus}", "--seqlen", "100000"], "fewer than one window"),
+    (["compress", "{model}", "-o", "/tmp/x"], "exactly one of --rankmap FILE or --err PCT"),
+    (["compress", "{model}", "--err", "30", "--act-svd", "-o", "/tmp/x"], "--act-svd needs --calib"),
+    (["sweep", "{model}", "--errs", "ten", "--data", "{corpus}"], "--errs must be comma-separated"),
+])
+def test_eval_and_compress_errors(argv: list[str], message: str, lm_dir: Path, corpus_file: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.replace("{model}", str(lm_dir)).replace("{corpus}", str(corpus_file)) for a in argv]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and err.startswith("welore: error: ") and message in err and err.count("\n") == 1

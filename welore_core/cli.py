@@ -143,6 +143,111 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
             "unlisted_layers": dense, "totals": plan.totals}
 
 
+def _eval_args(p: argparse.ArgumentParser, seqlen: int = 1024) -> None:
+    p.add_argument("--data", default="wikitext2", help="wikitext2 (local copy, else hub), c4 (hub) or a text file")
+    p.add_argument("--tokens", type=int, help="token budget: evaluate only the first N tokens (whole windows)")
+    p.add_argument("--seqlen", type=int, default=seqlen, help="window length in tokens")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda[:N]")
+
+
+def _eval_config(args: argparse.Namespace) -> Any:
+    from .evaluate import EvalConfig
+
+    return EvalConfig(data=args.data, seqlen=args.seqlen, tokens=args.tokens, batch_size=args.batch_size,
+                      device=args.device)
+
+
+def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
+    from .checkpoint import save_compressed
+    from .compress import CompressionConfig, collect_grams, compress_model
+    from .experiments import calibration_batches, load_for_eval
+    from .plan import PlanConfig, make_plan
+    from .rankmap import rankmap_dict, read_rankmap
+    from .spectra import compute_spectra
+
+    if (args.rankmap is None) == (args.err is None):
+        raise WeLoreError("compress needs exactly one of --rankmap FILE or --err PCT")
+    if args.act_svd and not args.calib:
+        raise WeLoreError("--act-svd needs --calib PATH (a text file for activation statistics)")
+    config = CompressionConfig(mode="all" if args.all_layers else "lrc", act_svd=args.act_svd)
+    loaded = load_for_eval(args.model)
+    if args.rankmap:
+        data = read_rankmap(Path(args.rankmap))
+    else:
+        spectra = compute_spectra(loaded.source if loaded.source.streamable else loaded.model,
+                                  progress=tqdm_progress("spectra"))
+        data = rankmap_dict(make_plan(spectra, PlanConfig(strategy=args.strategy, err=args.err)))
+    grams = None
+    if args.act_svd:
+        names = [e["name"] for e in data["layers"]]
+        grams = collect_grams(loaded.model, calibration_batches(loaded.tokenizer, args.calib, args.calib_samples,
+                                                                args.calib_seqlen), names, tqdm_progress("calibration"))
+    report = compress_model(loaded.model, data, config, grams, tqdm_progress("compress"))
+    out = save_compressed(loaded.model, Path(args.output), data, report, loaded.source.path, loaded.source.label)
+    dtype_bytes = next(loaded.model.parameters()).element_size()
+    before, after = report.bytes(dtype_bytes)
+    if not args.json or args.verbose:
+        print(f"{loaded.source.label} -> {out} ({report.mode} mode{', ActSVD' if report.act_svd else ''})\n"
+              f"factored {len(report.factored)} layers, truncated {len(report.truncated)}; parameters "
+              f"{report.params_before / 1e6:.2f}M -> {report.params_after / 1e6:.2f}M "
+              f"({100 * report.params_after / report.params_before:.1f} %), {before / 2**20:.0f} MiB -> "
+              f"{after / 2**20:.0f} MiB in {next(loaded.model.parameters()).dtype}, {report.seconds:.1f} s")
+    return {**report.to_dict(), "output": str(out), "bytes_before": before, "bytes_after": after}
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from .experiments import evaluate_model
+
+    result = evaluate_model(args.model, _eval_config(args), tqdm_progress("eval"))
+    if not args.json or args.verbose:
+        note = " (from the run registry)" if result["cached"] else ""
+        print(f"{args.data}: PPL {result['ppl']:.4f}, NLL {result['nll']:.4f} over {result['tokens']} tokens "
+              f"(seqlen {result['seqlen']}), {result['seconds']:.1f} s, {result['tokens_per_s']:.0f} tokens/s{note}")
+    return result
+
+
+def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from .charts import sweep_figure
+    from .compress import CompressionConfig
+    from .experiments import sweep
+
+    try:
+        errs = [float(e) for e in args.errs.split(",") if e.strip()]
+    except ValueError:
+        raise WeLoreError(f"--errs must be comma-separated percentages, got {args.errs!r}") from None
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    config = CompressionConfig(mode="all" if args.all_layers else "lrc", act_svd=args.act_svd)
+    df = sweep(args.model, errs, strategies, _eval_config(args), config, tqdm_progress("sweep"), calib=args.calib)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "sweep.csv", index=False)
+    (out / "sweep.json").write_text(df.to_json(orient="records", indent=1))
+    sweep_figure(df).write_html(out / "sweep.html", include_plotlyjs="cdn")
+    if not args.json or args.verbose:
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"\nwritten: {out / 'sweep.csv'}, {out / 'sweep.json'}, {out / 'sweep.html'}")
+    return {"rows": df.to_dict(orient="records"), "output": str(out)}
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
+    from .charts import sensitivity_figure
+    from .experiments import load_for_eval, sensitivity_scan, token_ids
+
+    config = _eval_config(args)
+    loaded = load_for_eval(args.model, str(config.torch_device()), config)
+    ids, _ = token_ids(loaded, config)
+    df = sensitivity_scan(loaded.model, ids, config, args.ratio, args.by, tqdm_progress("sensitivity"))
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out / "sensitivity.csv", index=False)
+        sensitivity_figure(df).write_html(out / "sensitivity.html", include_plotlyjs="cdn")
+    if not args.json or args.verbose:
+        print(df.sort_values("ppl_increase", ascending=False).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return {"rows": df.to_dict(orient="records"), "output": args.output}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="welore", description="WeLore: where an LLM is low-rank, and how to compress it")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +273,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rankmap")
     _spectra_args(p)
     p.set_defaults(run=cmd_validate)
+    p = sub.add_parser("compress", help="apply a rank map (or a fresh plan) and save a compressed model folder")
+    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("--rankmap", help="rank map JSON to apply")
+    p.add_argument("--err", type=float, help="plan at this ERR instead of reading a rank map")
+    p.add_argument("--strategy", default="welore", choices=["welore", "uniform", "energy"])
+    p.add_argument("--all-layers", action="store_true", help="every layer at its rank (default: LRCs only)")
+    p.add_argument("--act-svd", action="store_true", help="activation-whitened SVD (SVD-LLM) instead of weight SVD")
+    p.add_argument("--calib", help="text file for ActSVD calibration")
+    p.add_argument("--calib-samples", type=int, default=16)
+    p.add_argument("--calib-seqlen", type=int, default=256)
+    p.add_argument("-o", "--output", required=True, help="compressed model folder to write")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_compress)
+    p = sub.add_parser("eval", help="perplexity over non-overlapping windows")
+    p.add_argument("model", nargs="?", default=None)
+    _eval_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_eval)
+    p = sub.add_parser("sweep", help="compress + evaluate at several ERRs and strategies")
+    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("--errs", default="10,20,30,40,50", help="comma-separated ERR percentages")
+    p.add_argument("--strategies", default="welore,uniform", help="comma-separated strategies")
+    p.add_argument("--all-layers", action="store_true", help="every layer at its rank (the paper's Table 1 set-up)")
+    p.add_argument("--act-svd", action="store_true")
+    p.add_argument("--calib", help="text file for ActSVD calibration")
+    p.add_argument("-o", "--output", default="out/sweep", help="folder for sweep.csv, sweep.json, sweep.html")
+    _eval_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_sweep)
+    p = sub.add_parser("sensitivity", help="PPL when one layer type (or layer) at a time is truncated")
+    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("--ratio", type=float, default=0.5, help="rank reduction applied to the truncated group")
+    p.add_argument("--by", default="type", choices=["type", "layer"])
+    p.add_argument("-o", "--output", help="folder for sensitivity.csv and sensitivity.html")
+    _eval_args(p, seqlen=512)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_sensitivity)
     for action in sub.choices.values():
         action.add_argument("-v", "--verbose", action="store_true", help="human-readable output even with --json")
     return parser
@@ -176,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its warnings are not ours to show; no import here
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars only: errors stay one line
     try:
         result = args.run(args)
     except (WeLoreError, RankMapError, OSError) as err:

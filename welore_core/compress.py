@@ -91,33 +91,55 @@ def compress_model(model: nn.Module, rankmap: dict[str, Any], config: Compressio
     dtype = getattr(torch, config.svd_dtype)
     for i, entry in enumerate(todo, 1):
         info: LayerInfo = layers[entry["name"]]
-        module = model.get_submodule(info.name)
-        weight = _dense_weight(module, info.name)
         rank = int(entry["rank"])
         gram = grams.get(info.name) if grams is not None else None
         if config.act_svd and gram is None:
             raise WeLoreError(f"layer {info.name}: no calibration statistics collected")
-        a, b = whitened_factors(weight, rank, gram, config.damp, dtype) if gram is not None else svd_factors(weight, rank, dtype)
-        bias = getattr(module, "bias", None)
         if config.mode == "lrc" or info.factored_params(rank) < info.dense_params:
-            new = LowRankLinear.from_factors(a.to(weight.dtype), b.to(weight.dtype),
-                                             None if bias is None else bias.detach())
-            new.to(weight.device)
-            parent, _, child = info.name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, new)
+            factor_layer(model, info.name, rank, gram, config)
             report.factored[info.name] = rank
         else:
-            with torch.no_grad():
-                approx = (a @ b).to(weight.dtype)
-                found = linear_weight(module)
-                assert found is not None
-                found[0].copy_(approx.T if found[1] else approx)
+            truncate_layer(model, info.name, rank, gram, config)
             report.truncated[info.name] = rank
         if progress:
             progress(i, len(todo), info.name)
     report.params_after = count_parameters(model)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _factors(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None,
+             config: CompressionConfig) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    module = model.get_submodule(name)
+    weight = _dense_weight(module, name)  # (out, in)
+    dtype = getattr(torch, config.svd_dtype)
+    if gram is not None:
+        a, b = whitened_factors(weight, rank, gram, config.damp, dtype)
+    else:
+        a, b = svd_factors(weight, rank, dtype)
+    return module, weight, a.to(weight.dtype), b.to(weight.dtype)
+
+
+def factor_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None = None,
+                 config: CompressionConfig | None = None) -> LowRankLinear:
+    """Swap the linear layer `name` for a rank-`rank` LowRankLinear (same dtype, device and bias)."""
+    module, weight, a, b = _factors(model, name, rank, gram, config or CompressionConfig())
+    bias = getattr(module, "bias", None)
+    new = LowRankLinear.from_factors(a, b, None if bias is None else bias.detach()).to(weight.device)
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)  # peft-style replacement
+    return new
+
+
+def truncate_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None = None,
+                   config: CompressionConfig | None = None) -> None:
+    """Overwrite the dense weight of `name` with its rank-`rank` approximation (shape unchanged)."""
+    module, _, a, b = _factors(model, name, rank, gram, config or CompressionConfig())
+    found = linear_weight(module)
+    assert found is not None
+    with torch.no_grad():
+        approx = a @ b  # (out, in)
+        found[0].copy_(approx.T if found[1] else approx)
 
 
 def whitened_factors(weight: torch.Tensor, rank: int, gram: torch.Tensor, damp: float,

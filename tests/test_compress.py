@@ -1,0 +1,142 @@
+"""Compression: the low-rank module, LRC-only vs all-layers modes, ActSVD, and compressed folders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import welore_core as wc
+from conftest import tiny_gpt2, tiny_llama
+from welore_core.checkpoint import MANIFEST, load_compressed, save_compressed
+from welore_core.compress import (CompressionConfig, collect_grams, compress_model, factor_layer, whitened_factors)
+from welore_core.lowrank import LowRankLinear, svd_factors, truncate_weight
+
+
+def test_low_rank_module_is_the_truncated_matrix_product() -> None:
+    g = torch.Generator().manual_seed(0)
+    w, bias, x = torch.randn(24, 40, generator=g), torch.randn(24, generator=g), torch.randn(5, 40, generator=g)
+    layer = LowRankLinear.from_factors(*svd_factors(w, 7), bias)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    w7 = u[:, :7] @ torch.diag(s[:7]) @ vh[:7]
+    torch.testing.assert_close(layer.weight, w7, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer(x), x @ w7.T + bias, atol=1e-5, rtol=1e-5)
+    assert layer.A.weight.shape == (24, 7) and layer.B.weight.shape == (7, 40)
+    # sqrt(S) split: both factors carry the same singular values
+    torch.testing.assert_close(torch.linalg.svdvals(layer.A.weight), torch.linalg.svdvals(layer.B.weight))
+    layer(x).pow(2).sum().backward()
+    assert layer.A.weight.grad is not None and layer.B.weight.grad is not None and layer.A.bias.grad is not None
+    # Frobenius error of the truncation = the tail of the spectrum
+    err = torch.linalg.norm(w - truncate_weight(w, 7))
+    torch.testing.assert_close(err, s[7:].pow(2).sum().sqrt(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="rank 41 outside"):
+        LowRankLinear(40, 24, 41)
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_full_rank_factoring_reproduces_dense_logits(make) -> None:  # type: ignore[no-untyped-def]
+    model = make()
+    x = torch.randint(0, 64, (2, 12))
+    dense = model(x).logits
+    for layer in wc.discover_layers(model):
+        factor_layer(model, layer.name, layer.full_rank)
+    assert all(isinstance(model.get_submodule(l.name), LowRankLinear) for l in wc.discover_layers(model))
+    torch.testing.assert_close(model(x).logits, dense, atol=1e-4, rtol=1e-4)
+
+
+def _plan(model: torch.nn.Module, err: float, min_ratio: float = 0.5) -> dict:  # type: ignore[type-arg]
+    spectra = wc.compute_spectra(model, wc.SpectraConfig(use_cache=False))
+    return wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(err=err, min_ratio=min_ratio)))
+
+
+def test_lrc_mode_factors_only_lrcs_and_leaves_nlrcs_untouched() -> None:
+    model = tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rankmap = _plan(model, 45)
+    report = compress_model(model, rankmap, CompressionConfig(mode="lrc"))
+    lrc = {e["name"]: e["rank"] for e in rankmap["layers"] if e["lrc"]}
+    assert report.factored == lrc and report.truncated == {} and lrc
+    for entry in rankmap["layers"]:
+        module = model.get_submodule(entry["name"])
+        if entry["lrc"]:
+            assert isinstance(module, LowRankLinear) and module.rank == entry["rank"]
+        else:
+            assert torch.equal(module.weight, before[entry["name"] + ".weight"])
+    assert report.params_after == report.params_before - sum(
+        e["shape"][0] * e["shape"][1] - e["rank"] * sum(e["shape"]) for e in rankmap["layers"] if e["lrc"])
+
+
+def test_all_layers_mode_never_grows_a_layer() -> None:
+    model = tiny_llama()
+    rankmap = _plan(model, 45, min_ratio=0.0)
+    report = compress_model(model, rankmap, CompressionConfig(mode="all"))
+    assert report.truncated and report.factored  # both cases occur at 30 %
+    for entry in rankmap["layers"]:
+        module = model.get_submodule(entry["name"])
+        out, inp = entry["shape"]
+        if entry["name"] in report.truncated:
+            assert isinstance(module, torch.nn.Linear) and entry["rank"] * (out + inp) >= out * inp
+            assert int(torch.linalg.matrix_rank(module.weight.double(), rtol=1e-6)) == entry["rank"]
+        elif entry["rank"] < entry["full_rank"]:
+            assert isinstance(module, LowRankLinear) and entry["rank"] * (out + inp) < out * inp
+    assert report.params_after < report.params_before
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_compressed_folder_round_trip_is_exact_and_needs_no_svd(make, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make()
+    rankmap = _plan(model, 60)
+    report = compress_model(model, rankmap)
+    folder = save_compressed(model, tmp_path / "compressed", rankmap, report)
+    assert (folder / MANIFEST).is_file() and (folder / "rankmap.json").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as fh:
+        names = set(fh.keys())
+    first = next(iter(report.factored))
+    assert {f"{first}.A.weight", f"{first}.B.weight"} <= names and f"{first}.weight" not in names
+
+    def no_svd(*args: object, **kwargs: object) -> None:
+        raise AssertionError("loading a compressed folder must not run an SVD")
+
+    monkeypatch.setattr(torch.linalg, "svd", no_svd)
+    loaded = wc.load_model(wc.resolve_model(folder))
+    x = torch.randint(0, 64, (2, 10))
+    assert torch.equal(loaded(x).logits, model(x).logits)
+    assert wc.resolve_model(folder).kind == "compressed"
+
+
+def test_activation_whitened_svd_beats_weight_svd_on_the_activations() -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(32, 48, generator=g)
+    mix = torch.randn(48, 48, generator=g) * torch.logspace(0, -2, 48)  # anisotropic, correlated inputs
+    x = torch.randn(2000, 48, generator=g) @ mix.T  # (tokens, in)
+    gram = x.T @ x
+    for rank in (4, 12, 24):
+        a_w, b_w = svd_factors(w, rank)
+        a_x, b_x = whitened_factors(w, rank, gram, damp=1e-6)
+        err_weight = torch.linalg.norm(x @ (w - a_w @ b_w).T)
+        err_act = torch.linalg.norm(x @ (w - a_x @ b_x).T)
+        assert err_act < 0.9 * err_weight
+
+
+def test_act_svd_end_to_end_and_its_errors() -> None:
+    model = tiny_llama()
+    rankmap = _plan(model, 60)
+    batches = [torch.randint(0, 64, (1, 24), generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    names = [e["name"] for e in rankmap["layers"]]
+    grams = collect_grams(model, batches, names)
+    assert set(grams) == set(names) and grams[names[0]].shape == (32, 32)
+    with pytest.raises(wc.WeLoreError, match="act_svd needs calibration"):
+        compress_model(tiny_llama(), rankmap, CompressionConfig(act_svd=True))
+    report = compress_model(model, rankmap, CompressionConfig(act_svd=True), grams)
+    assert report.act_svd and report.factored
+
+
+def test_rank_map_of_another_model_is_refused() -> None:
+    rankmap = _plan(tiny_gpt2(), 30)
+    with pytest.raises(wc.RankMapError, match="does not fit this model"):
+        compress_model(tiny_llama(), rankmap)
+    with pytest.raises(wc.WeLoreError, match="compression mode"):
+        CompressionConfig(mode="some")

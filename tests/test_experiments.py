@@ -1,0 +1,66 @@
+"""Runs in the registry, sweeps and sensitivity scans on a tiny model with its own tokenizer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from welore_core import experiments
+from welore_core.evaluate import EvalConfig
+from welore_core.experiments import evaluate_model, load_for_eval, sensitivity_scan, sweep, token_ids
+from welore_core.registry import Registry, plan_hash
+
+
+def test_identical_evaluation_is_answered_from_the_registry(lm_dir: Path, corpus_file: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=2048)
+    first = evaluate_model(lm_dir, config)
+    assert first["cached"] is False and first["tokens"] == 2048
+
+    def no_forward(*args: object, **kwargs: object) -> None:
+        raise AssertionError("should come from the registry")
+
+    monkeypatch.setattr(experiments, "perplexity", no_forward)
+    again = evaluate_model(lm_dir, config)
+    assert again["cached"] is True and again["ppl"] == first["ppl"]
+    runs = Registry.default().frame("eval")
+    assert len(runs) == 1 and runs.loc[0, "seqlen"] == 64 and runs.loc[0, "token_budget"] == 2048
+    with pytest.raises(AssertionError):  # another budget is another run
+        evaluate_model(lm_dir, EvalConfig(data=str(corpus_file), seqlen=64, tokens=1024))
+
+
+def test_plan_hash_separates_ranks_modes_and_methods() -> None:
+    ranks = {"a": 3, "b": 4}
+    assert plan_hash(None) == "dense"
+    assert len({plan_hash(ranks), plan_hash({"a": 3, "b": 5}), plan_hash(ranks, "all"), plan_hash(ranks, act_svd=True)}) == 4
+    assert plan_hash(ranks) == plan_hash(dict(reversed(list(ranks.items()))))
+
+
+def test_sweep_compresses_and_evaluates_each_point_once(lm_dir: Path, corpus_file: Path) -> None:
+    config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=1024)
+    df = sweep(lm_dir, [30.0, 60.0], ["welore", "uniform"], config)
+    assert list(df["strategy"]) == ["dense", "welore", "welore", "uniform", "uniform"]
+    assert not df["cached"].any()
+    dense = df.iloc[0]
+    assert dense["params"] == 27360 and dense["ppl"] == pytest.approx(evaluate_model(lm_dir, config)["ppl"])
+    for strategy in ("welore", "uniform"):
+        part = df[df.strategy == strategy]
+        assert part["params"].iloc[1] <= part["params"].iloc[0] <= dense["params"]
+        assert (part["achieved_err"] - part["target_err"]).abs().max() < 3.0
+    assert sweep(lm_dir, [30.0, 60.0], ["welore", "uniform"], config)["cached"].all()
+
+
+def test_sensitivity_scan_restores_every_weight(lm_dir: Path, corpus_file: Path) -> None:
+    loaded = load_for_eval(lm_dir)
+    config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
+    ids, _ = token_ids(loaded, config)
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    by_type = sensitivity_scan(loaded.model, ids, config, ratio=0.75)
+    assert list(by_type["kind"])[:3] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+    assert len(by_type) == 7 and (by_type["layers"] == 3).all() and (by_type["ppl"] > 0).all()
+    assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())
+    by_layer = sensitivity_scan(loaded.model, ids, config, ratio=0.75, by="layer")
+    assert len(by_layer) == 21 and set(by_layer["block"]) == {0, 1, 2}
+    with pytest.raises(Exception, match="ratio must be in"):
+        sensitivity_scan(loaded.model, ids, config, ratio=1.0)

@@ -1,0 +1,205 @@
+"""Compress-and-evaluate runs, strategy sweeps and per-layer sensitivity scans, recorded in the registry.
+
+These compose the pure pieces (spectra → plan → compress → perplexity) into what a user launches from
+the CLI or the dashboard. Every evaluation is keyed by what determines its result, so repeating one is
+a registry lookup.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .compress import CompressionConfig, collect_grams, compress_model, count_parameters, truncate_layer
+from .errors import WeLoreError
+from .evaluate import EvalConfig, load_corpus, perplexity, tokenize_corpus, windows_of
+from .fingerprint import files_fingerprint
+from .layers import discover_layers, linear_weight
+from .paths import cache_dir
+from .plan import PlanConfig, make_plan, prepare_scores
+from .rankmap import rankmap_dict
+from .registry import Registry, plan_hash, run_key
+from .sources import ModelSource, load_model, resolve_model
+from .spectra import SpectraConfig, compute_spectra
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class Loaded:
+    """A model ready to evaluate: module, tokenizer, identity, and the evaluation tokens when asked for."""
+
+    source: ModelSource
+    model: nn.Module
+    tokenizer: Any
+    fingerprint: str
+    ids: np.ndarray | None = None  # token ids of the evaluation corpus
+    data_hash: str = ""
+
+
+def source_fingerprint(source: ModelSource) -> str:
+    files = source.weight_files or tuple(sorted(source.path.glob("*.safetensors")))
+    if not files:
+        raise WeLoreError(f"{source.path}: no safetensors weights to fingerprint")
+    return files_fingerprint(files, cache_dir() / "fingerprints")
+
+
+def load_for_eval(spec: str | Path | None, device: str = "cpu", config: EvalConfig | None = None) -> Loaded:
+    """Resolve a model (plain or compressed folder), its tokenizer and, given `config`, the evaluation
+    tokens — checked before the model is loaded, so bad data fails fast."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(spec)
+    corpus = load_corpus(config.data) if config is not None else None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
+    except Exception as err:
+        raise WeLoreError(f"{source.path}: no usable tokenizer ({type(err).__name__}: {err})") from None
+    ids = None
+    if corpus is not None and config is not None:
+        ids = tokenize_corpus(tokenizer, corpus)
+        windows_of(ids, config)
+    return Loaded(source, load_model(source, device=device), tokenizer, source_fingerprint(source), ids,
+                  corpus.digest if corpus is not None else "")
+
+
+def token_ids(loaded: Loaded, config: EvalConfig) -> tuple[np.ndarray, str]:
+    """Token ids of the evaluation corpus (loaded with the model, or now), checked to hold one window."""
+    if loaded.ids is not None:
+        return loaded.ids, loaded.data_hash
+    corpus = load_corpus(config.data)
+    ids = tokenize_corpus(loaded.tokenizer, corpus)
+    windows_of(ids, config)
+    return ids, corpus.digest
+
+
+def _eval_identity(fingerprint: str, phash: str, config: EvalConfig, data_hash: str) -> dict[str, Any]:
+    return {"kind": "eval", "fingerprint": fingerprint, "plan_hash": phash, "dataset": config.data,
+            "data_hash": data_hash, "token_budget": config.tokens, "seqlen": config.seqlen}
+
+
+def evaluate_model(spec: str | Path | None, config: EvalConfig, progress: Progress | None = None,
+                   registry: Registry | None = None, loaded: Loaded | None = None) -> dict[str, Any]:
+    """`welore eval`: perplexity of a model or compressed folder, answered from the registry when known."""
+    registry = registry or Registry.default()
+    loaded = loaded or load_for_eval(spec, str(config.torch_device()), config)
+    ids, data_hash = token_ids(loaded, config)
+    manifest_hash = "dense"
+    if loaded.source.kind == "compressed":
+        from .checkpoint import read_manifest
+
+        manifest = read_manifest(loaded.source.path)
+        manifest_hash = plan_hash({**manifest["factored"], **manifest["truncated"]}, manifest["mode"], manifest["act_svd"])
+    identity = _eval_identity(loaded.fingerprint, manifest_hash, config, data_hash)
+    key = run_key(**identity)
+    known = registry.lookup(key)
+    if known is not None:
+        return {**known, "cached": True}
+    result = perplexity(loaded.model, ids, config, progress, dataset=config.data).to_dict()
+    result["params"] = count_parameters(loaded.model)
+    registry.record(key, {**identity, "model": loaded.source.label, "mode": loaded.source.kind,
+                          "params": result["params"], **result}, result)
+    return {**result, "cached": False}
+
+
+def calibration_batches(tokenizer: Any, path: str, samples: int = 16, seqlen: int = 256, seed: int = 0) -> list[torch.Tensor]:
+    """Random windows of a text file for activation statistics (ActSVD), seeded and reproducible."""
+    ids = tokenize_corpus(tokenizer, load_corpus(path))
+    if ids.size <= seqlen:
+        raise WeLoreError(f"calibration data {path}: {ids.size} tokens, need more than seqlen {seqlen}")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, ids.size - seqlen, size=samples)
+    return [torch.as_tensor(ids[s: s + seqlen], dtype=torch.long)[None] for s in starts]
+
+
+def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eval_config: EvalConfig,
+          compression: CompressionConfig | None = None, progress: Progress | None = None,
+          registry: Registry | None = None, calib: str | None = None) -> pd.DataFrame:
+    """Compress at each (strategy, ERR) and evaluate; one row per point plus the dense baseline."""
+    compression = compression or CompressionConfig()
+    registry = registry or Registry.default()
+    loaded = load_for_eval(spec, str(eval_config.torch_device()), eval_config)
+    spectra = compute_spectra(loaded.source if loaded.source.streamable else loaded.model, SpectraConfig())
+    ids, data_hash = token_ids(loaded, eval_config)
+    grams = None
+    if compression.act_svd:
+        if calib is None:
+            raise WeLoreError("act_svd needs --calib PATH (a text file for activation statistics)")
+        grams = collect_grams(loaded.model, calibration_batches(loaded.tokenizer, calib),
+                              [l.name for l in spectra.layers])
+    points = [("dense", 0.0)] + [(s, float(e)) for s in strategies for e in errs]
+    rows = []
+    for i, (strategy, err) in enumerate(points, 1):
+        start = time.perf_counter()
+        if strategy == "dense":
+            ranks, plan = None, None
+        else:
+            plan = make_plan(spectra, PlanConfig(strategy=strategy, err=err), prepare_scores(spectra, strategy))
+            ranks = plan.ranks()
+        phash = plan_hash(ranks, compression.mode, compression.act_svd)
+        identity = _eval_identity(loaded.fingerprint, phash, eval_config, data_hash)
+        key = run_key(**identity)
+        result = registry.lookup(key)
+        cached = result is not None
+        if result is None:
+            model = loaded.model
+            if plan is not None:
+                model = copy.deepcopy(loaded.model)
+                compress_model(model, rankmap_dict(plan), compression, grams)
+            result = perplexity(model, ids, eval_config, dataset=eval_config.data).to_dict()
+            result["params"] = count_parameters(model)
+            registry.record(key, {**identity, "model": loaded.source.label, "strategy": strategy, "err": err,
+                                  "k": plan.k if plan else None, "mode": compression.mode, **result}, result)
+            del model
+        rows.append({"strategy": strategy, "target_err": err, "achieved_err": plan.achieved_err if plan else 0.0,
+                     "k": plan.k if plan else None, "lrc": plan.totals["lrc"] if plan else 0,
+                     "params": result["params"], "ppl": result["ppl"], "nll": result["nll"],
+                     "tokens": result["tokens"], "seconds": round(time.perf_counter() - start, 3), "cached": cached,
+                     "mode": "dense" if plan is None else compression.mode, "act_svd": compression.act_svd})
+        if progress:
+            progress(i, len(points), f"{strategy} {err:g} %")
+    return pd.DataFrame(rows)
+
+
+def sensitivity_scan(model: nn.Module, ids: np.ndarray, config: EvalConfig, ratio: float = 0.5, by: str = "type",
+                     progress: Progress | None = None) -> pd.DataFrame:
+    """Truncate one layer type (or one layer) at a time to (1 − ratio) of its rank; PPL against dense.
+
+    Weights are truncated in place (dense, rank r) and restored after each measurement.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise WeLoreError(f"sensitivity ratio must be in (0, 1), got {ratio}")
+    if by not in ("type", "layer"):
+        raise WeLoreError(f"sensitivity groups layers by 'type' or 'layer', got {by!r}")
+    layers = discover_layers(model)
+    groups: dict[str, list] = {}
+    for layer in layers:
+        groups.setdefault(layer.kind if by == "type" else layer.name, []).append(layer)
+    dense = perplexity(model, ids, config).ppl
+    rows = []
+    for i, (group, members) in enumerate(groups.items(), 1):
+        saved = []
+        for layer in members:
+            weight, _ = linear_weight(model.get_submodule(layer.name))  # type: ignore[misc]
+            saved.append((weight, weight.detach().clone()))
+            truncate_layer(model, layer.name, max(1, int(np.floor((1.0 - ratio) * layer.full_rank + 0.5))))
+        try:
+            ppl = perplexity(model, ids, config).ppl
+        finally:
+            with torch.no_grad():
+                for weight, original in saved:
+                    weight.copy_(original)
+        first = members[0]
+        rows.append({"group": group, "kind": first.kind, "block": first.block if by == "layer" else -1,
+                     "layers": len(members), "ratio": ratio, "ppl": ppl, "dense_ppl": dense,
+                     "ppl_increase": ppl / dense})
+        if progress:
+            progress(i, len(groups), group)
+    return pd.DataFrame(rows)
