@@ -29,6 +29,9 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_spectra.py
 	$(BIN)/python bench/bench_threshold.py
+	$(BIN)/python bench/bench_eval_throughput.py
+	$(BIN)/python bench/bench_inference.py
+	$(BIN)/python bench/bench_ppl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
