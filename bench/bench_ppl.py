@@ -13,13 +13,13 @@ from pathlib import Path
 import welore_core as wc
 from welore_core.compress import CompressionConfig
 from welore_core.evaluate import EvalConfig
-from welore_core.experiments import sweep
+from welore_core.experiments import Calibration, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(errs: list[float], tokens: int, seqlen: int, act_svd: bool) -> None:
-    calib = str(wc.data_dir() / "tinyshakespeare" / "input.txt") if act_svd else None
+    calib = Calibration(str(wc.data_dir() / "tinyshakespeare" / "input.txt")) if act_svd else None
     df = sweep(None, errs, ["uniform", "welore"], EvalConfig(seqlen=seqlen, tokens=tokens),
                CompressionConfig(mode="all", act_svd=act_svd), calib=calib)
     dense = float(df.loc[df.strategy == "dense", "ppl"].iloc[0])

@@ -122,3 +122,28 @@ def test_eval_and_compress_errors(argv: list[str], message: str, lm_dir: Path, c
     args = [a.replace("{model}", str(lm_dir)).replace("{corpus}", str(corpus_file)) for a in argv]
     code, _, err = run(capsys, *args)
     assert code == 2 and err.startswith("welore: error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "{model}", "--data", "{corpus}", "--seqlen", "100", "--tokens", "200", "--device", "nosuch"],
+     "eval device must be auto, cpu, cuda[:N] or mps"),
+    (["eval", "{model}", "--data", "{corpus}", "--seqlen", "1000"], "longer than the model's 64 positions"),
+    (["compress", "{model}", "--err", "60", "--act-svd", "--calib", "{corpus}", "--calib-seqlen", "0", "-o", "{tmp}/a"],
+     "calibration seqlen must be at least 2"),
+    (["compress", "{model}", "--err", "60", "--act-svd", "--calib", "/no/file", "--calib-seqlen", "32", "-o", "{tmp}/b"],
+     "no such file"),
+    (["compress", "{model}", "--err", "60", "-o", "{model}"], "exists and is not a compressed model folder"),
+])
+def test_more_user_errors_are_one_line(argv: list[str], message: str, lm_dir: Path, corpus_file: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.replace("{model}", str(lm_dir)).replace("{corpus}", str(corpus_file)).replace("{tmp}", str(tmp_path))
+            for a in argv]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and message in err and err.strip().splitlines()[-1].startswith("welore: error: ")
+    assert "Traceback" not in err
+
+
+def test_compress_needs_no_tokenizer_without_act_svd(llama_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "compress", str(llama_dir), "--err", "60", "-o", str(tmp_path / "c"))
+    assert code == 0, err

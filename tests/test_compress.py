@@ -128,6 +128,9 @@ def test_act_svd_end_to_end_and_its_errors() -> None:
     names = [e["name"] for e in rankmap["layers"]]
     grams = collect_grams(model, batches, names)
     assert set(grams) == set(names) and grams[names[0]].shape == (32, 32)
+    # averaged second moments: the same statistics from twice the data are the same scale
+    doubled = collect_grams(model, batches + batches, names)
+    torch.testing.assert_close(doubled[names[0]], grams[names[0]], rtol=1e-5, atol=1e-6)
     with pytest.raises(wc.WeLoreError, match="act_svd needs calibration"):
         compress_model(tiny_llama(), rankmap, CompressionConfig(act_svd=True))
     report = compress_model(model, rankmap, CompressionConfig(act_svd=True), grams)
@@ -140,3 +143,65 @@ def test_rank_map_of_another_model_is_refused() -> None:
         compress_model(tiny_llama(), rankmap)
     with pytest.raises(wc.WeLoreError, match="compression mode"):
         CompressionConfig(mode="some")
+
+
+def test_neox_and_tied_llama_folders_round_trip(tmp_path: Path) -> None:
+    from conftest import tiny_neox
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tied = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    for name, model in (("neox", tiny_neox()), ("tied", tied)):
+        rankmap = _plan(model, 60)
+        report = compress_model(model, rankmap)
+        folder = save_compressed(model, tmp_path / name, rankmap, report)
+        loaded = load_compressed(folder)
+        x = torch.randint(0, 64, (1, 9))
+        assert torch.equal(loaded(x).logits, model(x).logits), name
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight  # re-tied
+
+
+def test_output_folder_that_is_not_compressed_is_never_deleted(tmp_path: Path) -> None:
+    model = tiny_llama()
+    rankmap = _plan(model, 60)
+    report = compress_model(model, rankmap)
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(wc.WeLoreError, match="exists and is not a compressed model folder"):
+        save_compressed(model, precious, rankmap, report)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    first = save_compressed(model, tmp_path / "c", rankmap, report)
+    assert save_compressed(model, first, rankmap, report) == first  # a compressed folder may be replaced
+    with pytest.raises(wc.WeLoreError, match="source model's folder"):
+        save_compressed(model, tmp_path / "c2", rankmap, report, source_folder=tmp_path / "c2")
+
+
+def test_tied_head_is_refused_and_factored_layers_are_refactored_not_truncated() -> None:
+    model = tiny_gpt2()  # GPT-2 ties lm_head to wte
+    spectra = wc.compute_spectra(model, wc.SpectraConfig(with_head=True, use_cache=False))
+    rankmap = wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(err=60)))
+    with pytest.raises(wc.WeLoreError, match="tied to the input embedding"):
+        compress_model(model, rankmap, CompressionConfig(mode="all"))
+    llama = tiny_llama()
+    compress_model(llama, _plan(llama, 60))
+    factored = next(l for l in wc.discover_layers(llama) if isinstance(llama.get_submodule(l.name), LowRankLinear))
+    from welore_core.compress import truncate_layer
+
+    with pytest.raises(wc.WeLoreError, match="already factored"):
+        truncate_layer(llama, factored.name, 1)
+    again = wc.rankmap_dict(wc.plan_from_ranks(wc.compute_spectra(llama, wc.SpectraConfig(use_cache=False)),
+                                               {factored.name: 1}, wc.PlanConfig(min_ratio=0.0)))
+    report = compress_model(llama, again, CompressionConfig(mode="all"))
+    assert report.factored == {factored.name: 1} and llama.get_submodule(factored.name).rank == 1
+
+
+def test_damaged_compressed_folder_is_a_clear_error(tmp_path: Path) -> None:
+    model = tiny_llama()
+    rankmap = _plan(model, 60)
+    folder = save_compressed(model, tmp_path / "c", rankmap, compress_model(model, rankmap))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    with pytest.raises(wc.WeLoreError, match="weights do not load"):
+        load_compressed(folder)

@@ -64,3 +64,38 @@ def test_sensitivity_scan_restores_every_weight(lm_dir: Path, corpus_file: Path)
     assert len(by_layer) == 21 and set(by_layer["block"]) == {0, 1, 2}
     with pytest.raises(Exception, match="ratio must be in"):
         sensitivity_scan(loaded.model, ids, config, ratio=1.0)
+
+
+def test_act_svd_runs_are_keyed_by_their_calibration(lm_dir: Path, corpus_file: Path, tmp_path: Path) -> None:
+    from welore_core.compress import CompressionConfig
+    from welore_core.experiments import Calibration
+
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text()[::-1])
+    config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
+    act = CompressionConfig(act_svd=True)
+    first = sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(corpus_file), 4, 32))
+    assert not first["cached"].iloc[1]
+    assert sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(corpus_file), 4, 32))["cached"].all()
+    assert not sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(other), 4, 32))["cached"].iloc[1]
+    assert not sweep(lm_dir, [60.0], ["welore"], config, CompressionConfig(act_svd=True, damp=1.0),
+                     calib=Calibration(str(corpus_file), 4, 32))["cached"].iloc[1]
+
+
+def test_sensitivity_on_a_compressed_model_changes_factored_layers(lm_dir: Path, corpus_file: Path,
+                                                                   tmp_path: Path) -> None:
+    from welore_core.checkpoint import save_compressed
+    from welore_core.compress import compress_model
+    import welore_core as wc
+
+    loaded = load_for_eval(lm_dir)
+    rankmap = wc.rankmap_dict(wc.make_plan(wc.compute_spectra(loaded.model), wc.PlanConfig(err=60)))
+    report = compress_model(loaded.model, rankmap)
+    folder = save_compressed(loaded.model, tmp_path / "c", rankmap, report, lm_dir)
+    compressed = load_for_eval(folder)
+    config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
+    ids, _ = token_ids(compressed, config)
+    df = sensitivity_scan(compressed.model, ids, config, ratio=0.9, by="layer").set_index("group")
+    factored = next(iter(report.factored))
+    assert df.loc[factored, "ppl"] != df.loc[factored, "dense_ppl"]
+    assert isinstance(compressed.model.get_submodule(factored), wc.lowrank.LowRankLinear)

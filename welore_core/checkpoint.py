@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from .compress import CompressionReport, count_parameters
@@ -35,13 +36,24 @@ def is_compressed_folder(path: Path) -> bool:
 
 def save_compressed(model: nn.Module, folder: Path, rankmap: dict[str, Any], report: CompressionReport,
                     source_folder: Path | None = None, base_model: str = "") -> Path:
-    """Write a compressed model folder atomically (a temp folder renamed into place)."""
+    """Write a compressed model folder atomically (a temp folder renamed into place).
+
+    The target must not exist, or be a compressed folder (replaced); anything else is refused so that
+    `-o` can never wipe a user's folder or the source model.
+    """
     folder = Path(folder)
+    if folder.exists() and not (folder.is_dir() and is_compressed_folder(folder)):
+        raise WeLoreError(f"output {folder} exists and is not a compressed model folder; choose a new path")
+    if source_folder is not None and folder.resolve() == Path(source_folder).resolve():
+        raise WeLoreError(f"output {folder} is the source model's folder; choose a new path")
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_file(_unique_tensors(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
         if source_folder is not None:
             for name in _TOKENIZER_FILES:
                 if (source_folder / name).is_file() and not (tmp / name).exists():
@@ -61,6 +73,20 @@ def save_compressed(model: nn.Module, folder: Path, rankmap: dict[str, Any], rep
     return folder
 
 
+def _unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict under the module names (no checkpoint renaming), each shared tensor once: the first
+    name wins, which keeps the input embedding of a tied model (the head is re-tied on load)."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        state[name] = tensor.detach().contiguous().cpu()
+    return state
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -74,11 +100,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 def load_compressed(folder: Path, dtype: str = "float32", device: str = "cpu") -> nn.Module:
     """Rebuild a compressed model from its folder: architecture, low-rank modules, saved tensors."""
     from accelerate import init_empty_weights
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
     manifest = read_manifest(folder)
+    if not isinstance(manifest.get("factored"), dict):
+        raise WeLoreError(f"{folder / MANIFEST}: 'factored' must map layer names to ranks")
     config = AutoConfig.from_pretrained(folder)
     with init_empty_weights(include_buffers=False):  # parameters on meta, buffers (rotary tables) real
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
@@ -96,14 +125,17 @@ def load_compressed(folder: Path, dtype: str = "float32", device: str = "cpu") -
                             device="meta", dtype=w.dtype)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
-    state: dict[str, torch.Tensor] = {}
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise WeLoreError(f"{folder}: no *.safetensors weights")
-    for file in files:
-        state.update(load_file(str(file)))
-    state = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False, assign=True)
+    state: dict[str, torch.Tensor] = {}
+    try:
+        for file in files:
+            state.update(load_file(str(file)))
+        state = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in state.items()}
+        result = model.load_state_dict(state, strict=False, assign=True)
+    except (OSError, RuntimeError, SafetensorError) as err:  # damaged file, or ranks that do not match the tensors
+        raise WeLoreError(f"{folder}: weights do not load ({str(err).splitlines()[0]})") from None
     if result.unexpected_keys:
         raise WeLoreError(f"{folder}: tensors not in the model: {', '.join(result.unexpected_keys[:5])}")
     if getattr(model.config, "tie_word_embeddings", False):

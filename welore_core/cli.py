@@ -161,8 +161,9 @@ def _eval_config(args: argparse.Namespace) -> Any:
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     from .checkpoint import save_compressed
     from .compress import CompressionConfig, collect_grams, compress_model
-    from .experiments import calibration_batches, load_for_eval
+    from .experiments import Calibration, calibration_batches, load_tokenizer
     from .plan import PlanConfig, make_plan
+    from .sources import load_model, resolve_model
     from .rankmap import rankmap_dict, read_rankmap
     from .spectra import compute_spectra
 
@@ -171,28 +172,28 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     if args.act_svd and not args.calib:
         raise WeLoreError("--act-svd needs --calib PATH (a text file for activation statistics)")
     config = CompressionConfig(mode="all" if args.all_layers else "lrc", act_svd=args.act_svd)
-    loaded = load_for_eval(args.model)
+    calib = Calibration(args.calib, args.calib_samples, args.calib_seqlen) if args.act_svd else None
+    source = resolve_model(args.model)
+    model = load_model(source)
     if args.rankmap:
         data = read_rankmap(Path(args.rankmap))
     else:
-        spectra = compute_spectra(loaded.source if loaded.source.streamable else loaded.model,
-                                  progress=tqdm_progress("spectra"))
+        spectra = compute_spectra(source if source.streamable else model, progress=tqdm_progress("spectra"))
         data = rankmap_dict(make_plan(spectra, PlanConfig(strategy=args.strategy, err=args.err)))
     grams = None
-    if args.act_svd:
-        names = [e["name"] for e in data["layers"]]
-        grams = collect_grams(loaded.model, calibration_batches(loaded.tokenizer, args.calib, args.calib_samples,
-                                                                args.calib_seqlen), names, tqdm_progress("calibration"))
-    report = compress_model(loaded.model, data, config, grams, tqdm_progress("compress"))
-    out = save_compressed(loaded.model, Path(args.output), data, report, loaded.source.path, loaded.source.label)
-    dtype_bytes = next(loaded.model.parameters()).element_size()
+    if calib is not None:
+        batches, _ = calibration_batches(model, load_tokenizer(source), calib)
+        grams = collect_grams(model, batches, [e["name"] for e in data["layers"]], tqdm_progress("calibration"))
+    report = compress_model(model, data, config, grams, tqdm_progress("compress"))
+    out = save_compressed(model, Path(args.output), data, report, source.path, source.label)
+    dtype_bytes = next(model.parameters()).element_size()
     before, after = report.bytes(dtype_bytes)
     if not args.json or args.verbose:
-        print(f"{loaded.source.label} -> {out} ({report.mode} mode{', ActSVD' if report.act_svd else ''})\n"
+        print(f"{source.label} -> {out} ({report.mode} mode{', ActSVD' if report.act_svd else ''})\n"
               f"factored {len(report.factored)} layers, truncated {len(report.truncated)}; parameters "
               f"{report.params_before / 1e6:.2f}M -> {report.params_after / 1e6:.2f}M "
               f"({100 * report.params_after / report.params_before:.1f} %), {before / 2**20:.0f} MiB -> "
-              f"{after / 2**20:.0f} MiB in {next(loaded.model.parameters()).dtype}, {report.seconds:.1f} s")
+              f"{after / 2**20:.0f} MiB in {next(model.parameters()).dtype}, {report.seconds:.1f} s")
     return {**report.to_dict(), "output": str(out), "bytes_before": before, "bytes_after": after}
 
 
@@ -218,7 +219,10 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
         raise WeLoreError(f"--errs must be comma-separated percentages, got {args.errs!r}") from None
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     config = CompressionConfig(mode="all" if args.all_layers else "lrc", act_svd=args.act_svd)
-    df = sweep(args.model, errs, strategies, _eval_config(args), config, tqdm_progress("sweep"), calib=args.calib)
+    from .experiments import Calibration
+
+    calib = Calibration(args.calib) if args.calib else None
+    df = sweep(args.model, errs, strategies, _eval_config(args), config, tqdm_progress("sweep"), calib=calib)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "sweep.csv", index=False)

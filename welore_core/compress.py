@@ -69,7 +69,7 @@ def count_parameters(model: nn.Module) -> int:
 def _dense_weight(module: nn.Module, layer: str) -> torch.Tensor:
     found = linear_weight(module)
     if found is None:
-        raise WeLoreError(f"layer {layer}: {type(module).__name__} is not a dense linear layer (already compressed?)")
+        raise WeLoreError(f"layer {layer}: {type(module).__name__} is not a linear layer")
     weight, transposed = found
     return weight.detach().T if transposed else weight.detach()  # (out, in)
 
@@ -86,6 +86,12 @@ def compress_model(model: nn.Module, rankmap: dict[str, Any], config: Compressio
         raise RankMapError(f"rank map for {data['model']!r} does not fit this model", problems)
     if config.act_svd and grams is None:
         raise WeLoreError("act_svd needs calibration statistics: pass grams=collect_grams(model, batches, names)")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    for entry in data["layers"]:
+        if tied and head is not None and model.get_submodule(entry["name"]) is head and entry["rank"] < entry["full_rank"]:
+            raise WeLoreError(f"layer {entry['name']} is tied to the input embedding: compressing it would change the "
+                              "embedding too; drop it from the rank map (plan without --with-head)")
     report = CompressionReport(config.mode, config.act_svd, count_parameters(model), 0)
     todo = [e for e in data["layers"] if (e["lrc"] if config.mode == "lrc" else e["rank"] < e["full_rank"])]
     dtype = getattr(torch, config.svd_dtype)
@@ -95,7 +101,8 @@ def compress_model(model: nn.Module, rankmap: dict[str, Any], config: Compressio
         gram = grams.get(info.name) if grams is not None else None
         if config.act_svd and gram is None:
             raise WeLoreError(f"layer {info.name}: no calibration statistics collected")
-        if config.mode == "lrc" or info.factored_params(rank) < info.dense_params:
+        already = isinstance(model.get_submodule(info.name), LowRankLinear)  # re-compressing a compressed model
+        if config.mode == "lrc" or already or info.factored_params(rank) < info.dense_params:
             factor_layer(model, info.name, rank, gram, config)
             report.factored[info.name] = rank
         else:
@@ -134,6 +141,8 @@ def factor_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | No
 def truncate_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None = None,
                    config: CompressionConfig | None = None) -> None:
     """Overwrite the dense weight of `name` with its rank-`rank` approximation (shape unchanged)."""
+    if isinstance(model.get_submodule(name), LowRankLinear):
+        raise WeLoreError(f"layer {name} is already factored: re-factor it with factor_layer instead")
     module, _, a, b = _factors(model, name, rank, gram, config or CompressionConfig())
     found = linear_weight(module)
     assert found is not None
@@ -160,8 +169,10 @@ def whitened_factors(weight: torch.Tensor, rank: int, gram: torch.Tensor, damp: 
 
 def collect_grams(model: nn.Module, batches: list[torch.Tensor], names: list[str],
                   progress: Progress | None = None) -> dict[str, torch.Tensor]:
-    """XᵀX (in, in) of the inputs reaching each named layer over calibration batches of token ids."""
+    """XᵀX / tokens (in, in): second moments of the inputs reaching each named layer over calibration
+    batches of token ids (averaged, so the A/B balance does not depend on how much data was used)."""
     grams: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     hooks = []
 
     def hook_for(name: str) -> Callable[..., None]:
@@ -169,10 +180,12 @@ def collect_grams(model: nn.Module, batches: list[torch.Tensor], names: list[str
             x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(torch.float32)  # (tokens, in)
             g = x.T @ x
             grams[name] = grams[name] + g if name in grams else g
+            counts[name] = counts.get(name, 0) + x.shape[0]
         return hook
 
     for name in names:
         hooks.append(model.get_submodule(name).register_forward_pre_hook(hook_for(name)))
+    model.eval()  # no dropout noise in the statistics
     try:
         device = next(model.parameters()).device
         with torch.inference_mode():
@@ -183,4 +196,4 @@ def collect_grams(model: nn.Module, batches: list[torch.Tensor], names: list[str
     finally:
         for h in hooks:
             h.remove()
-    return grams
+    return {name: g / counts[name] for name, g in grams.items()}

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import parse_device
 from .errors import WeLoreError
 from .paths import cache_dir, data_dir
 from .storage import atomic_write_bytes
@@ -41,10 +42,10 @@ class EvalConfig:
             raise WeLoreError(f"token budget {self.tokens} is smaller than one window of seqlen {self.seqlen}")
         if self.batch_size < 1:
             raise WeLoreError(f"batch_size must be at least 1, got {self.batch_size}")
+        parse_device(self.device, "eval device")
 
     def torch_device(self) -> torch.device:
-        return torch.device("cuda" if self.device == "auto" and torch.cuda.is_available() else
-                            ("cpu" if self.device == "auto" else self.device))
+        return parse_device(self.device, "eval device")
 
 
 @dataclass
@@ -148,6 +149,7 @@ def perplexity(model: nn.Module, ids: np.ndarray | torch.Tensor, config: EvalCon
     on the first batch and scored from their full logits instead.
     """
     config = config or EvalConfig()
+    check_seqlen(model, config.seqlen)
     windows = windows_of(ids, config)
     device = next(model.parameters()).device
     total_nll, predicted = 0.0, 0
@@ -170,6 +172,22 @@ def perplexity(model: nn.Module, ids: np.ndarray | torch.Tensor, config: EvalCon
     tokens = windows.numel()
     return EvalResult(math.exp(mean) if mean < 700 else float("inf"), mean, tokens, windows.shape[0], seconds,
                       tokens / seconds if seconds > 0 else float("inf"), dataset, config.seqlen)
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The longest sequence the model's position embeddings cover, when its config says."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_seqlen(model: nn.Module, seqlen: int, what: str = "seqlen") -> None:
+    limit = max_positions(model)
+    if limit is not None and seqlen > limit:
+        raise WeLoreError(f"{what} {seqlen} is longer than the model's {limit} positions")
 
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:

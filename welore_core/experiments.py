@@ -17,11 +17,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .compress import CompressionConfig, collect_grams, compress_model, count_parameters, truncate_layer
+from .compress import CompressionConfig, collect_grams, compress_model, count_parameters, factor_layer, truncate_layer
 from .errors import WeLoreError
-from .evaluate import EvalConfig, load_corpus, perplexity, tokenize_corpus, windows_of
+from .evaluate import DATASETS, EvalConfig, check_seqlen, load_corpus, perplexity, tokenize_corpus, windows_of
 from .fingerprint import files_fingerprint
-from .layers import discover_layers, linear_weight
+from .layers import discover_layers
+from .lowrank import LowRankLinear
 from .paths import cache_dir
 from .plan import PlanConfig, make_plan, prepare_scores
 from .rankmap import rankmap_dict
@@ -51,17 +52,22 @@ def source_fingerprint(source: ModelSource) -> str:
     return files_fingerprint(files, cache_dir() / "fingerprints")
 
 
+def load_tokenizer(source: ModelSource) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source.path)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise WeLoreError(f"{source.path}: no usable tokenizer ({type(err).__name__}: {first})") from None
+
+
 def load_for_eval(spec: str | Path | None, device: str = "cpu", config: EvalConfig | None = None) -> Loaded:
     """Resolve a model (plain or compressed folder), its tokenizer and, given `config`, the evaluation
     tokens — checked before the model is loaded, so bad data fails fast."""
-    from transformers import AutoTokenizer
-
     source = resolve_model(spec)
     corpus = load_corpus(config.data) if config is not None else None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path)
-    except Exception as err:
-        raise WeLoreError(f"{source.path}: no usable tokenizer ({type(err).__name__}: {err})") from None
+    tokenizer = load_tokenizer(source)
     ids = None
     if corpus is not None and config is not None:
         ids = tokenize_corpus(tokenizer, corpus)
@@ -109,31 +115,61 @@ def evaluate_model(spec: str | Path | None, config: EvalConfig, progress: Progre
     return {**result, "cached": False}
 
 
-def calibration_batches(tokenizer: Any, path: str, samples: int = 16, seqlen: int = 256, seed: int = 0) -> list[torch.Tensor]:
-    """Random windows of a text file for activation statistics (ActSVD), seeded and reproducible."""
-    ids = tokenize_corpus(tokenizer, load_corpus(path))
-    if ids.size <= seqlen:
-        raise WeLoreError(f"calibration data {path}: {ids.size} tokens, need more than seqlen {seqlen}")
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, ids.size - seqlen, size=samples)
-    return [torch.as_tensor(ids[s: s + seqlen], dtype=torch.long)[None] for s in starts]
+@dataclass(frozen=True)
+class Calibration:
+    """Where ActSVD statistics come from: part of every compression identity."""
+
+    path: str  # a text file (or "wikitext2"/"c4")
+    samples: int = 16  # random windows
+    seqlen: int = 256  # tokens per window
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise WeLoreError(f"calibration samples must be at least 1, got {self.samples}")
+        if self.seqlen < 2:
+            raise WeLoreError(f"calibration seqlen must be at least 2, got {self.seqlen}")
+        if self.path not in DATASETS and not Path(self.path).expanduser().is_file():
+            raise WeLoreError(f"calibration data {self.path!r}: no such file (or one of {DATASETS})")
+
+
+def calibration_batches(model: nn.Module, tokenizer: Any, calib: Calibration) -> tuple[list[torch.Tensor], str]:
+    """Random windows of the calibration text (seeded, reproducible) and the text's digest."""
+    check_seqlen(model, calib.seqlen, "calibration seqlen")
+    corpus = load_corpus(calib.path)
+    ids = tokenize_corpus(tokenizer, corpus)
+    if ids.size <= calib.seqlen:
+        raise WeLoreError(f"calibration data {calib.path}: {ids.size} tokens, need more than seqlen {calib.seqlen}")
+    rng = np.random.default_rng(calib.seed)
+    starts = rng.integers(0, ids.size - calib.seqlen, size=calib.samples)
+    return [torch.as_tensor(ids[s: s + calib.seqlen], dtype=torch.long)[None] for s in starts], corpus.digest
+
+
+def compression_identity(config: CompressionConfig, calib: Calibration | None, calib_digest: str = "") -> dict[str, Any]:
+    """Everything besides the ranks that changes the compressed weights."""
+    extra: dict[str, Any] = {"svd_dtype": config.svd_dtype}
+    if config.act_svd and calib is not None:
+        extra.update(damp=config.damp, calib=calib_digest, calib_samples=calib.samples, calib_seqlen=calib.seqlen,
+                     calib_seed=calib.seed)
+    return extra
 
 
 def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eval_config: EvalConfig,
           compression: CompressionConfig | None = None, progress: Progress | None = None,
-          registry: Registry | None = None, calib: str | None = None) -> pd.DataFrame:
+          registry: Registry | None = None, calib: Calibration | None = None) -> pd.DataFrame:
     """Compress at each (strategy, ERR) and evaluate; one row per point plus the dense baseline."""
     compression = compression or CompressionConfig()
     registry = registry or Registry.default()
     loaded = load_for_eval(spec, str(eval_config.torch_device()), eval_config)
     spectra = compute_spectra(loaded.source if loaded.source.streamable else loaded.model, SpectraConfig())
     ids, data_hash = token_ids(loaded, eval_config)
-    grams = None
+    grams, digest = None, ""
     if compression.act_svd:
         if calib is None:
             raise WeLoreError("act_svd needs --calib PATH (a text file for activation statistics)")
-        grams = collect_grams(loaded.model, calibration_batches(loaded.tokenizer, calib),
-                              [l.name for l in spectra.layers])
+        batches, digest = calibration_batches(loaded.model, loaded.tokenizer, calib)
+        grams = collect_grams(loaded.model, batches, [l.name for l in spectra.layers])
+    extra = compression_identity(compression, calib, digest)
     points = [("dense", 0.0)] + [(s, float(e)) for s in strategies for e in errs]
     rows = []
     for i, (strategy, err) in enumerate(points, 1):
@@ -143,7 +179,7 @@ def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eva
         else:
             plan = make_plan(spectra, PlanConfig(strategy=strategy, err=err), prepare_scores(spectra, strategy))
             ranks = plan.ranks()
-        phash = plan_hash(ranks, compression.mode, compression.act_svd)
+        phash = plan_hash(ranks, compression.mode, compression.act_svd, extra)
         identity = _eval_identity(loaded.fingerprint, phash, eval_config, data_hash)
         key = run_key(**identity)
         result = registry.lookup(key)
@@ -168,6 +204,11 @@ def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eva
     return pd.DataFrame(rows)
 
 
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
 def sensitivity_scan(model: nn.Module, ids: np.ndarray, config: EvalConfig, ratio: float = 0.5, by: str = "type",
                      progress: Progress | None = None) -> pd.DataFrame:
     """Truncate one layer type (or one layer) at a time to (1 − ratio) of its rank; PPL against dense.
@@ -185,17 +226,21 @@ def sensitivity_scan(model: nn.Module, ids: np.ndarray, config: EvalConfig, rati
     dense = perplexity(model, ids, config).ppl
     rows = []
     for i, (group, members) in enumerate(groups.items(), 1):
-        saved = []
-        for layer in members:
-            weight, _ = linear_weight(model.get_submodule(layer.name))  # type: ignore[misc]
-            saved.append((weight, weight.detach().clone()))
-            truncate_layer(model, layer.name, max(1, int(np.floor((1.0 - ratio) * layer.full_rank + 0.5))))
+        originals = []
+        for layer in members:  # swap in truncated copies; the originals go back untouched
+            original = model.get_submodule(layer.name)
+            originals.append((layer.name, original))
+            rank = max(1, int(np.floor((1.0 - ratio) * layer.full_rank + 0.5)))
+            if isinstance(original, LowRankLinear):
+                factor_layer(model, layer.name, min(rank, original.rank))
+            else:
+                _set_module(model, layer.name, copy.deepcopy(original))
+                truncate_layer(model, layer.name, rank)
         try:
             ppl = perplexity(model, ids, config).ppl
         finally:
-            with torch.no_grad():
-                for weight, original in saved:
-                    weight.copy_(original)
+            for name, original in originals:
+                _set_module(model, name, original)
         first = members[0]
         rows.append({"group": group, "kind": first.kind, "block": first.block if by == "layer" else -1,
                      "layers": len(members), "ratio": ratio, "ppl": ppl, "dense_ppl": dense,

@@ -32,11 +32,17 @@ COLUMNS = ("kind", "model", "fingerprint", "plan_hash", "strategy", "err", "k", 
            "dataset", "data_hash", "tokens", "token_budget", "seqlen", "seconds", "tokens_per_s", "version")
 
 
-def plan_hash(ranks: dict[str, int] | None, mode: str = "dense", act_svd: bool = False) -> str:
-    """Identity of a compression: the per-layer ranks and how they were applied ("dense" = none)."""
+def plan_hash(ranks: dict[str, int] | None, mode: str = "dense", act_svd: bool = False,
+              extra: dict[str, Any] | None = None) -> str:
+    """Identity of a compression: the per-layer ranks and how they were applied ("dense" = none).
+
+    `extra` carries whatever else changes the factors: the compression settings (damping, SVD dtype)
+    and, for ActSVD, the calibration data's digest, samples, seqlen and seed.
+    """
     if not ranks:
         return "dense"
-    blob = json.dumps({"ranks": dict(sorted(ranks.items())), "mode": mode, "act_svd": act_svd}, sort_keys=True)
+    blob = json.dumps({"ranks": dict(sorted(ranks.items())), "mode": mode, "act_svd": act_svd, **(extra or {})},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .cache import SpectraCache
+from .devices import parse_device
 from .errors import WeLoreError
 from .fingerprint import files_fingerprint, module_fingerprint
 from .layers import LayerInfo, discover_layers, discovery_notes, linear_weight, select_layers
@@ -47,15 +48,7 @@ class SpectraConfig:
             raise WeLoreError(f"spectra dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.method not in ("svdvals", "gram"):
             raise WeLoreError(f"spectra method must be 'svdvals' or 'gram', got {self.method!r}")
-        if self.device != "auto":
-            try:
-                device = torch.device(self.device)
-            except RuntimeError:
-                raise WeLoreError(f"spectra device must be auto, cpu, cuda[:N] or mps, got {self.device!r}") from None
-            if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-                raise WeLoreError(f"spectra device {self.device!r}: no such CUDA device on this machine")
-            if device.type not in ("cpu", "cuda", "mps"):
-                raise WeLoreError(f"spectra device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
+        parse_device(self.device, "spectra device")
 
     @property
     def setting(self) -> str:
@@ -63,9 +56,7 @@ class SpectraConfig:
         return f"{self.dtype}-{self.method}"
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return parse_device(self.device, "spectra device")
 
 
 @dataclass
