@@ -1,10 +1,17 @@
-"""welore_core: WeLore (arXiv 2407.11239) as a library — spectra, thresholds, rank plans, rank maps.
+"""welore_core: WeLore (arXiv 2407.11239) as a library — spectra, thresholds, rank plans, rank maps,
+compression, perplexity evaluation, sweeps and the run registry.
 
 The public API below is what the dashboard and the CLI use; nothing here imports streamlit.
 """
 from __future__ import annotations
 
+from .checkpoint import load_compressed, save_compressed
+from .compress import CompressionConfig, CompressionReport, collect_grams, compress_model, count_parameters
 from .errors import RankMapError, WeLoreError
+from .evaluate import EvalConfig, EvalResult, load_corpus, perplexity, tokenize_corpus
+from .experiments import Calibration, evaluate_model, load_for_eval, sensitivity_scan, sweep
+from .lowrank import LowRankLinear
+from .registry import Registry
 from .layers import LayerInfo, discover_from_names, discover_layers, find_blocks, select_layers
 from .paths import cache_dir, data_dir
 from .plan import (BYTES_PER_PARAM, STRATEGIES, LayerPlan, PlanConfig, RankPlan, Scores, err_for_k, make_plan,
@@ -19,6 +26,9 @@ from .threshold import NORMALIZATIONS, normalize, paper_threshold, solve_thresho
 __version__ = "0.1.0"
 
 __all__ = [
+    "Calibration", "CompressionConfig", "CompressionReport", "EvalConfig", "EvalResult", "LowRankLinear", "Registry",
+    "collect_grams", "compress_model", "count_parameters", "evaluate_model", "load_compressed", "load_corpus",
+    "load_for_eval", "perplexity", "save_compressed", "sensitivity_scan", "sweep", "tokenize_corpus",
     "BYTES_PER_PARAM", "LayerInfo", "LayerPlan", "ModelSource", "NORMALIZATIONS", "PlanConfig", "RankMapError",
     "RankPlan", "SCHEMA_ID", "STRATEGIES", "Scores", "Spectra", "SpectraConfig", "WeLoreError", "cache_dir",
     "check_rankmap", "compute_spectra", "data_dir", "discover_from_names", "discover_layers", "effective_rank", "err_for_k",
