@@ -14,7 +14,6 @@ import time
 
 import torch
 
-import welore_core as wc
 from welore_core.evaluate import EvalConfig, load_corpus, perplexity, tokenize_corpus, windows_of
 from welore_core.experiments import load_for_eval
 

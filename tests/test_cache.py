@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama
-from welore_core import SpectraConfig, compute_spectra
+from welore_core import compute_spectra
 from welore_core import spectra as spectra_mod
 from welore_core.cache import SpectraCache
 from welore_core.storage import atomic_write_bytes

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import tiny_gpt2, tiny_llama
+from conftest import tiny_gpt2
 from welore_core import SpectraConfig, WeLoreError, compute_spectra, effective_rank, singular_values, stable_rank
 
 

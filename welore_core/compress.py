@@ -94,7 +94,6 @@ def compress_model(model: nn.Module, rankmap: dict[str, Any], config: Compressio
                               "embedding too; drop it from the rank map (plan without --with-head)")
     report = CompressionReport(config.mode, config.act_svd, count_parameters(model), 0)
     todo = [e for e in data["layers"] if (e["lrc"] if config.mode == "lrc" else e["rank"] < e["full_rank"])]
-    dtype = getattr(torch, config.svd_dtype)
     for i, entry in enumerate(todo, 1):
         info: LayerInfo = layers[entry["name"]]
         rank = int(entry["rank"])

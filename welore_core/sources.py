@@ -16,12 +16,15 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 from .errors import WeLoreError
 from .paths import cache_dir
+
+if TYPE_CHECKING:
+    from .layers import LayerInfo
 
 EMBEDDED_NAMES = ("", "embedded", "smollm2", "SmolLM2-135M-Instruct")
 EMBEDDED_LABEL = "SmolLM2-135M-Instruct"
