@@ -7,4 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 st.set_page_config(page_title="WeLore Studio", layout="wide")
-st.navigation([st.Page("dashboard/page_plan.py", title="Spectra & rank plan", default=True)]).run()
+st.navigation([
+    st.Page("dashboard/page_plan.py", title="Spectra & rank plan", default=True),
+    st.Page("dashboard/page_evaluate.py", title="Compress & evaluate"),
+]).run()

@@ -52,3 +52,20 @@ def spectra_heatmap_figure(spectra: wc.Spectra, kind: str, normalization: str = 
                       legend={"orientation": "h", "y": -0.25})
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+def runs_figure(runs: pd.DataFrame) -> go.Figure:
+    """Recorded evaluations: PPL against parameters, one colour per strategy (dense runs in grey)."""
+    fig = go.Figure()
+    df = runs.assign(strategy=runs["strategy"].fillna("dense"))
+    colours = {"welore": LRC_COLOUR, "uniform": NLRC_COLOUR, "energy": "#1f77b4", "dense": "#444444"}
+    for strategy, part in df.groupby("strategy", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["params"] / 1e6, y=part["ppl"], mode="markers", name=str(strategy),
+            marker={"color": colours.get(str(strategy), "#9467bd"), "size": 9},
+            customdata=part[["model", "err", "dataset", "tokens"]].astype(str).to_numpy(),
+            hovertemplate="%{customdata[0]}<br>ERR %{customdata[1]} %<br>%{x:.2f} M params, PPL %{y:.3f}"
+                          "<br>%{customdata[2]}, %{customdata[3]} tokens<extra></extra>"))
+    fig.update_layout(xaxis_title="parameters (M)", yaxis_title="perplexity (log)", yaxis_type="log", height=380,
+                      legend_title_text="strategy", margin={"t": 30})
+    return fig

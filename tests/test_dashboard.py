@@ -45,3 +45,33 @@ def test_figures_name_every_layer_on_hover(llama_dir: Path) -> None:
     assert json.loads(fig.to_json())["layout"]["xaxis"]["title"]["text"] == "layer type"
     heat = spectra_heatmap_figure(spectra, "self_attn.q_proj", k=plan.k)
     assert heat.data[0].z.shape == (3, 32) and len(heat.data) == 2
+
+
+def test_evaluate_page_runs_a_background_job_to_the_registry(lm_dir: Path, corpus_file: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("WELORE_MODEL", str(lm_dir))
+    monkeypatch.setenv("WELORE_EVAL_DATA", str(corpus_file))
+    monkeypatch.setenv("WELORE_EVAL_TOKENS", "512")
+    monkeypatch.setenv("WELORE_EVAL_SEQLEN", "64")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("dashboard/page_evaluate.py").run()
+    assert not at.exception and "No job launched" in at.info[0].value
+    at.selectbox[0].set_value("welore")
+    at.number_input[0].set_value(60.0)
+    at.button[0].click().run()  # the form's Launch button
+    assert not at.exception and not at.error
+    job = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
+    from welore_core.jobs import wait
+
+    state = wait(job, timeout=120)
+    assert state.status == "done", state.error
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        at.run()
+        if any(m.label == "Perplexity" for m in at.metric):
+            break
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Perplexity"] == f"{state.result['ppl']:.3f}"
+    assert len(wc.Registry.default().frame("eval")) == 1

@@ -154,6 +154,56 @@ def compression_identity(config: CompressionConfig, calib: Calibration | None, c
     return extra
 
 
+def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, rankmap: dict[str, Any] | None,
+                   compression: CompressionConfig, eval_config: EvalConfig, registry: Registry,
+                   grams: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None,
+                   progress: Progress | None = None, save_to: Path | None = None) -> tuple[dict[str, Any], bool]:
+    """PPL of `loaded` compressed by `rankmap` (None = dense), from the registry when known.
+
+    The loaded model is never modified: compression works on a copy. With `save_to`, the compressed copy
+    is also written as a compressed-model folder (even when the PPL came from the registry).
+    """
+    ranks = {e["name"]: int(e["rank"]) for e in rankmap["layers"]} if rankmap else None
+    identity = _eval_identity(loaded.fingerprint, plan_hash(ranks, compression.mode, compression.act_svd, extra),
+                              eval_config, data_hash)
+    key = run_key(**identity)
+    result = registry.lookup(key)
+    if result is not None and save_to is None:
+        return result, True
+    model = loaded.model
+    report = None
+    if rankmap is not None:
+        model = copy.deepcopy(loaded.model)
+        report = compress_model(model, rankmap, compression, grams, progress)
+        if save_to is not None:
+            from .checkpoint import save_compressed
+
+            save_compressed(model, save_to, rankmap, report, loaded.source.path, loaded.source.label)
+    cached = result is not None
+    if result is None:
+        result = perplexity(model, ids, eval_config, progress, dataset=eval_config.data).to_dict()
+        result["params"] = count_parameters(model)
+        registry.record(key, {**identity, "model": loaded.source.label, "strategy": rankmap["strategy"] if rankmap else None,
+                              "err": rankmap["target_err"] if rankmap else None, "k": rankmap["k"] if rankmap else None,
+                              "mode": compression.mode if rankmap else "dense", **result}, result)
+    return result, cached
+
+
+def compress_and_evaluate(spec: str | Path | None, rankmap: dict[str, Any] | None, eval_config: EvalConfig,
+                          compression: CompressionConfig | None = None, progress: Progress | None = None,
+                          registry: Registry | None = None, save_to: Path | None = None) -> dict[str, Any]:
+    """One launch from the dashboard: load, compress with a rank map (weight SVD), save, evaluate."""
+    compression = compression or CompressionConfig()
+    if compression.act_svd:
+        raise WeLoreError("compress_and_evaluate uses weight SVD; run ActSVD through sweep or the CLI")
+    loaded = load_for_eval(spec, str(eval_config.torch_device()), eval_config)
+    ids, data_hash = token_ids(loaded, eval_config)
+    result, cached = evaluate_point(loaded, ids, data_hash, rankmap, compression, eval_config,
+                                    registry or Registry.default(), progress=progress, save_to=save_to)
+    return {**result, "cached": cached, "model": loaded.source.label,
+            "achieved_err": rankmap["achieved_err"] if rankmap else 0.0, "saved_to": str(save_to) if save_to else None}
+
+
 def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eval_config: EvalConfig,
           compression: CompressionConfig | None = None, progress: Progress | None = None,
           registry: Registry | None = None, calib: Calibration | None = None) -> pd.DataFrame:
@@ -174,26 +224,10 @@ def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eva
     rows = []
     for i, (strategy, err) in enumerate(points, 1):
         start = time.perf_counter()
-        if strategy == "dense":
-            ranks, plan = None, None
-        else:
-            plan = make_plan(spectra, PlanConfig(strategy=strategy, err=err), prepare_scores(spectra, strategy))
-            ranks = plan.ranks()
-        phash = plan_hash(ranks, compression.mode, compression.act_svd, extra)
-        identity = _eval_identity(loaded.fingerprint, phash, eval_config, data_hash)
-        key = run_key(**identity)
-        result = registry.lookup(key)
-        cached = result is not None
-        if result is None:
-            model = loaded.model
-            if plan is not None:
-                model = copy.deepcopy(loaded.model)
-                compress_model(model, rankmap_dict(plan), compression, grams)
-            result = perplexity(model, ids, eval_config, dataset=eval_config.data).to_dict()
-            result["params"] = count_parameters(model)
-            registry.record(key, {**identity, "model": loaded.source.label, "strategy": strategy, "err": err,
-                                  "k": plan.k if plan else None, "mode": compression.mode, **result}, result)
-            del model
+        plan = None if strategy == "dense" else make_plan(spectra, PlanConfig(strategy=strategy, err=err),
+                                                          prepare_scores(spectra, strategy))
+        result, cached = evaluate_point(loaded, ids, data_hash, rankmap_dict(plan) if plan else None, compression,
+                                        eval_config, registry, grams, extra)
         rows.append({"strategy": strategy, "target_err": err, "achieved_err": plan.achieved_err if plan else 0.0,
                      "k": plan.k if plan else None, "lrc": plan.totals["lrc"] if plan else 0,
                      "params": result["params"], "ppl": result["ppl"], "nll": result["nll"],
