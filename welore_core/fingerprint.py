@@ -62,11 +62,3 @@ def module_fingerprint(model: torch.nn.Module, layers: list[LayerInfo]) -> str:
         raw = weight.contiguous().view(-1).view(torch.uint8)  # bytes of any dtype, bf16 included
         digest.update(raw.cpu().numpy().tobytes() if raw.device.type != "cpu" else memoryview(raw.numpy()))
     return digest.hexdigest()
-
-
-def short(fingerprint: str) -> str:
-    """The prefix used in folder names and summaries."""
-    return fingerprint[:16]
-
-
-

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .errors import WeLoreError
 from .paths import cache_dir
+from .registry import connect
 
 Progress = Callable[[int, int, str], None]
 JobFn = Callable[[Progress], dict[str, Any]]
@@ -67,11 +68,7 @@ class JobStore:
         self.path = path or cache_dir() / "registry.sqlite"
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(SCHEMA)
-        return conn
+        return connect(self.path, SCHEMA)
 
     def create(self, kind: str, params: dict[str, Any], owner: str = "") -> str:
         job_id = uuid.uuid4().hex[:12]

@@ -32,6 +32,15 @@ COLUMNS = ("kind", "model", "fingerprint", "plan_hash", "strategy", "err", "k", 
            "dataset", "data_hash", "tokens", "token_budget", "seqlen", "seconds", "tokens_per_s", "version")
 
 
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """The registry database (WAL + busy timeout: safe across threads and processes), with `schema` applied."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(schema)
+    return conn
+
+
 def plan_hash(ranks: dict[str, int] | None, mode: str = "dense", act_svd: bool = False,
               extra: dict[str, Any] | None = None) -> str:
     """Identity of a compression: the per-layer ranks and how they were applied ("dense" = none).
@@ -59,11 +68,7 @@ class Registry:
         return cls(cache_dir() / "registry.sqlite")
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(SCHEMA)
-        return conn
+        return connect(self.path, SCHEMA)
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The stored result of an identical run, or None."""
