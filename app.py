@@ -10,4 +10,5 @@ st.set_page_config(page_title="WeLore Studio", layout="wide")
 st.navigation([
     st.Page("dashboard/page_plan.py", title="Spectra & rank plan", default=True),
     st.Page("dashboard/page_evaluate.py", title="Compress & evaluate"),
+    st.Page("dashboard/page_sensitivity.py", title="Sensitivity"),
 ]).run()

@@ -6,19 +6,17 @@ registry, so the page can be reloaded (the job id is in the URL) and tabs do not
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import streamlit as st
 
 import welore_core as wc
-from welore_core.jobs import JobStore, start_job
+from welore_core.jobs import JobStore
 from dashboard import cached
 from dashboard.figures import runs_figure
+from dashboard.jobview import job_panel, launch
 
 st.title("Compress & evaluate")
-if "owner" not in st.session_state:
-    st.session_state.owner = uuid.uuid4().hex[:8]  # this tab's jobs
 model = st.sidebar.text_input("Model", value=os.environ.get("WELORE_MODEL", ""), key="eval_model",
                               placeholder="embedded SmolLM2-135M-Instruct")
 
@@ -48,42 +46,24 @@ if launched:
         target = Path(save_to) if save_to.strip() else None
         spec = model.strip() or None
         compression = wc.CompressionConfig(mode=mode)
-        job = start_job("compress-eval", {"model": model, "strategy": strategy, "err": err, "mode": mode, "data": data,
-                                          "tokens": int(tokens), "seqlen": int(seqlen)},
-                        lambda progress: wc.compress_and_evaluate(spec, rankmap, config, compression,
-                                                                 progress, save_to=target),
-                        store, owner=st.session_state.owner)
-        st.query_params["job"] = job
+        launch(store, "compress-eval", {"model": model, "strategy": strategy, "err": err, "mode": mode, "data": data,
+                                        "tokens": int(tokens), "seqlen": int(seqlen)},
+               lambda progress: wc.compress_and_evaluate(spec, rankmap, config, compression, progress, save_to=target),
+               "job")
     except wc.WeLoreError as problem:
         st.error(str(problem))
 
 
 @st.fragment(run_every=1.0)
 def follow() -> None:
-    job_id = st.query_params.get("job")
-    if not job_id:
-        st.info("No job launched from this tab yet.")
-        return
-    try:
-        state = store.get(job_id)
-    except wc.WeLoreError as problem:
-        st.warning(str(problem))
-        return
-    st.markdown(f"**Job {state.id}** — {state.params.get('strategy')} at {state.params.get('err')} % ERR: "
-                f"`{state.status}`")
-    if not state.finished:
-        st.progress(state.fraction, text=state.message or "starting")
-        if st.button("Cancel", key=f"cancel-{state.id}"):
-            store.request_cancel(state.id)
-    elif state.status == "done" and state.result:
+    state = job_panel(store, "job")
+    if state is not None and state.result:
         r = state.result
         cols = st.columns(4)
         cols[0].metric("Perplexity", f"{r['ppl']:.3f}")
         cols[1].metric("Parameters", f"{r['params'] / 1e6:.2f} M")
         cols[2].metric("Tokens", f"{r['tokens']}")
         cols[3].metric("From registry", "yes" if r.get("cached") else "no")
-    else:
-        st.error(state.error or state.status)
 
 
 follow()

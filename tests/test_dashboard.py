@@ -75,3 +75,27 @@ def test_evaluate_page_runs_a_background_job_to_the_registry(lm_dir: Path, corpu
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Perplexity"] == f"{state.result['ppl']:.3f}"
     assert len(wc.Registry.default().frame("eval")) == 1
+
+
+def test_sensitivity_page_scans_in_the_background(lm_dir: Path, corpus_file: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from welore_core.jobs import wait
+
+    for key, value in {"WELORE_MODEL": str(lm_dir), "WELORE_EVAL_DATA": str(corpus_file), "WELORE_EVAL_TOKENS": "256",
+                       "WELORE_EVAL_SEQLEN": "64"}.items():
+        monkeypatch.setenv(key, value)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("dashboard/page_sensitivity.py").run()
+    assert not at.exception
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    job = at.query_params["scan"]
+    state = wait(job[0] if isinstance(job, list) else job, timeout=120)
+    assert state.status == "done", state.error
+    assert [r["kind"] for r in state.result["rows"]][0] == "self_attn.q_proj" and len(state.result["rows"]) == 7
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not at.dataframe:
+        at.run()
+    assert len(at.dataframe[0].value) == 7

@@ -9,8 +9,8 @@ from .checkpoint import load_compressed, save_compressed
 from .compress import CompressionConfig, CompressionReport, collect_grams, compress_model, count_parameters
 from .errors import RankMapError, WeLoreError
 from .evaluate import EvalConfig, EvalResult, load_corpus, perplexity, tokenize_corpus
-from .experiments import (Calibration, compress_and_evaluate, evaluate_model, load_for_eval, sensitivity_scan,
-                          sweep)
+from .experiments import (Calibration, compress_and_evaluate, evaluate_model, load_for_eval, sensitivity_of,
+                          sensitivity_scan, sweep)
 from .lowrank import LowRankLinear
 from .registry import Registry
 from .layers import LayerInfo, discover_from_names, discover_layers, find_blocks, select_layers
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Calibration", "CompressionConfig", "CompressionReport", "EvalConfig", "EvalResult", "LowRankLinear", "Registry",
     "collect_grams", "compress_and_evaluate", "compress_model", "count_parameters", "evaluate_model", "load_compressed", "load_corpus",
-    "load_for_eval", "perplexity", "save_compressed", "sensitivity_scan", "sweep", "tokenize_corpus",
+    "load_for_eval", "perplexity", "save_compressed", "sensitivity_of", "sensitivity_scan", "sweep", "tokenize_corpus",
     "BYTES_PER_PARAM", "LayerInfo", "LayerPlan", "ModelSource", "NORMALIZATIONS", "PlanConfig", "RankMapError",
     "RankPlan", "SCHEMA_ID", "STRATEGIES", "Scores", "Spectra", "SpectraConfig", "WeLoreError", "cache_dir",
     "check_rankmap", "compute_spectra", "data_dir", "discover_from_names", "discover_layers", "effective_rank", "err_for_k",

@@ -235,13 +235,13 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
-    from .charts import sensitivity_figure
-    from .experiments import load_for_eval, sensitivity_scan, token_ids
+    import pandas as pd
 
-    config = _eval_config(args)
-    loaded = load_for_eval(args.model, str(config.torch_device()), config)
-    ids, _ = token_ids(loaded, config)
-    df = sensitivity_scan(loaded.model, ids, config, args.ratio, args.by, tqdm_progress("sensitivity"))
+    from .charts import sensitivity_figure
+    from .experiments import sensitivity_of
+
+    result = sensitivity_of(args.model, _eval_config(args), args.ratio, args.by, tqdm_progress("sensitivity"))
+    df = pd.DataFrame(result["rows"])
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)

@@ -238,6 +238,15 @@ def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eva
     return pd.DataFrame(rows)
 
 
+def sensitivity_of(spec: str | Path | None, config: EvalConfig, ratio: float = 0.5, by: str = "type",
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """One launch of the sensitivity scan (for jobs): rows as plain records."""
+    loaded = load_for_eval(spec, str(config.torch_device()), config)
+    ids, _ = token_ids(loaded, config)
+    df = sensitivity_scan(loaded.model, ids, config, ratio, by, progress)
+    return {"model": loaded.source.label, "ratio": ratio, "by": by, "rows": df.to_dict(orient="records")}
+
+
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)

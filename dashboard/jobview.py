@@ -1,0 +1,42 @@
+"""Following a background job on a page: progress bar, cancel button, final state (no Streamlit in jobs)."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import streamlit as st
+
+import welore_core as wc
+from welore_core.jobs import JobFn, JobState, JobStore, start_job
+
+
+def launch(store: JobStore, kind: str, params: dict[str, Any], fn: JobFn, param: str) -> str:
+    """Start a job owned by this browser tab and put its id in the URL, so a reload finds it again."""
+    if "owner" not in st.session_state:
+        st.session_state.owner = uuid.uuid4().hex[:8]
+    job = start_job(kind, params, fn, store, owner=st.session_state.owner)
+    st.query_params[param] = job
+    return job
+
+
+def job_panel(store: JobStore, param: str) -> JobState | None:
+    """Show the job whose id is in the URL query parameter `param`; returns its state once it is done."""
+    job_id = st.query_params.get(param)
+    if not job_id:
+        st.info("No job launched from this tab yet.")
+        return None
+    try:
+        state = store.get(job_id)
+    except wc.WeLoreError as problem:
+        st.warning(str(problem))
+        return None
+    st.markdown(f"**Job {state.id}** ({state.kind}): `{state.status}`")
+    if not state.finished:
+        st.progress(state.fraction, text=state.message or "starting")
+        if st.button("Cancel", key=f"cancel-{state.id}"):
+            store.request_cancel(state.id)
+        return None
+    if state.status != "done" or not state.result:
+        st.error(state.error or state.status)
+        return None
+    return state

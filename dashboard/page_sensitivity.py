@@ -1,0 +1,48 @@
+"""Sensitivity: truncate one layer type (or one layer) at a time and see what it costs in perplexity."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+import welore_core as wc
+from welore_core.charts import sensitivity_figure
+from welore_core.jobs import JobStore
+from dashboard.jobview import job_panel, launch
+
+st.title("Sensitivity")
+st.caption("Each group's rank is cut by the chosen ratio (weight SVD) while everything else stays dense; "
+           "the bars show perplexity relative to the dense model.")
+model = st.sidebar.text_input("Model", value=os.environ.get("WELORE_MODEL", ""), key="sens_model",
+                              placeholder="embedded SmolLM2-135M-Instruct")
+with st.form("scan"):
+    c1, c2, c3, c4 = st.columns(4)
+    ratio = c1.slider("Rank reduction", 0.05, 0.95, 0.10, 0.05)
+    by = c2.selectbox("Group by", ["type", "layer"], help="layer: one run per layer (blocks x types heatmap)")
+    tokens = c3.number_input("Token budget", 64, 1_000_000, int(os.environ.get("WELORE_EVAL_TOKENS", 4096)), 512)
+    seqlen = c4.number_input("Window (seqlen)", 2, 32768, int(os.environ.get("WELORE_EVAL_SEQLEN", 512)), 64)
+    data = st.text_input("Data", value=os.environ.get("WELORE_EVAL_DATA", "wikitext2"))
+    launched = st.form_submit_button("Run scan", type="primary")
+
+store = JobStore()
+if launched:
+    try:
+        config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens))
+        spec = model.strip() or None
+        launch(store, "sensitivity", {"model": model, "ratio": ratio, "by": by},
+               lambda progress: wc.sensitivity_of(spec, config, ratio, by, progress), "scan")
+    except wc.WeLoreError as problem:
+        st.error(str(problem))
+
+
+@st.fragment(run_every=1.0)
+def follow() -> None:
+    state = job_panel(store, "scan")
+    if state is not None and state.result:
+        df = pd.DataFrame(state.result["rows"])
+        st.plotly_chart(sensitivity_figure(df), width="stretch", theme=None)
+        st.dataframe(df.sort_values("ppl_increase", ascending=False), hide_index=True, width="stretch")
+
+
+follow()
