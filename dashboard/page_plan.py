@@ -42,16 +42,42 @@ cols[2].metric("Parameters", f"{spectra.total_params / 1e6:.1f} M")
 cols[3].metric("Fingerprint", spectra.fingerprint[:12])
 
 st.subheader("Rank plan")
-c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
+c1, c2, c3 = st.columns(3)
 strategy = c1.selectbox("Strategy", list(wc.STRATEGIES), help="welore: one global threshold on normalised "
                         "singular values; uniform: the same reduction everywhere; energy: keep a fraction of energy")
 normalization = c2.selectbox("Normalisation", list(wc.NORMALIZATIONS), disabled=strategy != "welore")
 min_ratio = c3.number_input("LRC min ratio", 0.0, 1.0, 0.5, 0.05, help="a layer reduced by more than this is an LRC")
-err = c4.slider("Target effective rank reduction (ERR, %)", 0.0, 95.0, 50.0, 0.5)
-
-config = wc.PlanConfig(strategy=strategy, err=err, normalization=normalization, min_ratio=min_ratio)
 scores = cached.scores(spectra.fingerprint, spectra.config.setting, strategy, normalization, spectra)
+
+# ERR and k are linked both ways: the slider moved last decides, the other follows
+state = st.session_state
+state.setdefault("err", 50.0)
+state.setdefault("driver", "err")
+
+
+def _err_moved() -> None:
+    state.driver = "err"
+
+
+def _k_moved() -> None:
+    state.driver = "k"
+    if strategy != "uniform":
+        state.err = min(99.0, round(wc.err_for_k(scores, state.k), 2))
+
+
+if state.driver == "k" and strategy != "uniform" and "k" in state:
+    config = wc.PlanConfig(strategy=strategy, err=None, k=state.k, normalization=normalization, min_ratio=min_ratio)
+else:
+    config = wc.PlanConfig(strategy=strategy, err=state.err, normalization=normalization, min_ratio=min_ratio)
 plan = wc.make_plan(spectra, config, scores)
+if state.driver == "err" or strategy == "uniform":
+    state.k = float(plan.k or 0.0)
+s1, s2 = st.columns(2)
+s1.slider("Target effective rank reduction (ERR, %)", 0.0, 99.0, step=0.5, key="err", on_change=_err_moved)
+s2.slider({"welore": "Threshold k (normalised singular value)", "energy": "k: energy kept per layer",
+           "uniform": "k: reduction ratio (follows ERR)"}[strategy], 0.0, 1.0, step=0.001, format="%.3f", key="k",
+          on_change=_k_moved, disabled=strategy == "uniform")
+err = plan.target_err if plan.target_err is not None else plan.achieved_err
 t = plan.totals
 
 m = st.columns(5)

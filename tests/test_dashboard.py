@@ -99,3 +99,18 @@ def test_sensitivity_page_scans_in_the_background(lm_dir: Path, corpus_file: Pat
     while time.monotonic() < deadline and not at.dataframe:
         at.run()
     assert len(at.dataframe[0].value) == 7
+
+
+def test_err_and_k_sliders_follow_each_other(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    spectra = wc.compute_spectra(llama_dir)
+    err_slider, k_slider = at.slider[0], at.slider[1]
+    assert k_slider.value == pytest.approx(wc.make_plan(spectra, wc.PlanConfig(err=50.0)).k)
+    err_slider.set_value(30.0).run()
+    assert at.slider[1].value == pytest.approx(wc.make_plan(spectra, wc.PlanConfig(err=30.0)).k)
+    at.slider[1].set_value(0.4).run()
+    at_k = wc.make_plan(spectra, wc.PlanConfig(err=None, k=0.4))
+    assert at.slider[0].value == pytest.approx(round(at_k.achieved_err, 2))
+    assert {m.label: m.value for m in at.metric}["Achieved ERR"] == f"{at_k.achieved_err:.2f} %"
+    assert not at.exception
