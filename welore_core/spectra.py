@@ -129,6 +129,7 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
         label = label or str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__)
         total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         discovery = "module"
+        meta = None
         read = _module_reader(model)
     else:
         source = model if isinstance(model, ModelSource) else resolve_model(model)
@@ -153,7 +154,7 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
     values: dict[str, np.ndarray] = {}
     notes: list[str] = list(found_notes)
     if config.use_cache:
-        if cache.load_meta(discovery) is None:
+        if meta is None and cache.load_meta(discovery) is None:  # the source path has read it already
             cache.save_meta(label, layers_all, total, discovery, found_notes)
         values, bad = cache.load({l.name: l.full_rank for l in layers})
         notes += bad
