@@ -23,3 +23,10 @@ def spectra(model: str, dtype: str = "float32", method: str = "svdvals",
 def scores(fingerprint: str, setting: str, strategy: str, normalization: str, _spectra: wc.Spectra) -> wc.Scores:
     """Sorted per-layer scores: prepared once per strategy so slider moves plan in milliseconds."""
     return wc.prepare_scores(_spectra, strategy, normalization)
+
+
+def fingerprint(model: str) -> str:
+    """sha256 of the model's weight files (memoised on disk by file stat, so a warm call is a stat)."""
+    from welore_core.experiments import source_fingerprint
+
+    return source_fingerprint(wc.resolve_model(model or None))

@@ -31,21 +31,33 @@ def reduction_heatmap_figure(plan_frame: pd.DataFrame) -> go.Figure:
 
 
 def spectra_heatmap_figure(spectra: wc.Spectra, kind: str, normalization: str = "minmax",
-                           k: float | None = None) -> go.Figure:
-    """Normalised singular values of one layer type: rows = blocks, columns = index (the paper's Figure 4)."""
+                           k: float | None = None, max_columns: int = 1024) -> go.Figure:
+    """Normalised singular values of one layer type: rows = blocks, columns = index (the paper's Figure 4).
+
+    Wider than `max_columns` (7B MLPs have 4096-11008 values), the columns are evenly spaced indices: the
+    values are sorted, so this keeps the curve's shape while the figure stays small enough to draw fast.
+    """
     layers = [l for l in spectra.layers if l.kind == kind]
+    if not layers:
+        raise wc.WeLoreError(f"layer type {kind!r}: no such type in {spectra.model}")
     width = max(l.full_rank for l in layers)
-    z = np.full((len(layers), width), np.nan)
+    columns = np.unique(np.linspace(0, width - 1, min(width, max_columns)).round().astype(int))
+    z = np.full((len(layers), columns.size), np.nan)
     for row, layer in enumerate(layers):
         values = wc.normalize(spectra.values[layer.name], normalization)
-        z[row, : values.size] = values
-    fig = go.Figure(go.Heatmap(z=z, y=[l.block for l in layers], colorscale="Plasma", zmin=0, zmax=1,
-                               customdata=np.array([[l.name] * width for l in layers]),
-                               hovertemplate="%{customdata}<br>index %{x}: %{z:.3f}<extra></extra>",
-                               colorbar={"title": "normalised s"}))
+        inside = columns < values.size
+        z[row, inside] = values[columns[inside]]
+    blocks = [l.block for l in layers]
+    hover = _name_template([l.name for l in layers], blocks)
+    heat: dict[str, object] = {"hovertemplate": hover + "<br>index %{x}: %{z:.3f}<extra></extra>"}
+    if "%{y}" not in hover:  # names do not follow one pattern: carry them per cell
+        heat = {"customdata": np.array([[l.name] * columns.size for l in layers]),
+                "hovertemplate": "%{customdata}<br>index %{x}: %{z:.3f}<extra></extra>"}
+    fig = go.Figure(go.Heatmap(z=z, x=columns, y=blocks, colorscale="Plasma", zmin=0, zmax=1,
+                               colorbar={"title": "normalised s"}, **heat))
     if k is not None:
         kept = [int(np.sum(wc.normalize(spectra.values[l.name], normalization) >= k)) for l in layers]
-        fig.add_trace(go.Scatter(x=kept, y=[l.block for l in layers], mode="lines", line={"color": "cyan", "width": 2},
+        fig.add_trace(go.Scatter(x=kept, y=blocks, mode="lines", line={"color": "cyan", "width": 2},
                                  name=f"kept rank at k = {k:.3f}", hovertemplate="block %{y}: rank %{x}<extra></extra>"))
     fig.update_layout(title=f"{kind}: normalised singular values per block", xaxis_title="singular value index",
                       yaxis_title="block", height=360, margin={"t": 40, "b": 10}, showlegend=k is not None,
@@ -54,18 +66,85 @@ def spectra_heatmap_figure(spectra: wc.Spectra, kind: str, normalization: str = 
     return fig
 
 
-def runs_figure(runs: pd.DataFrame) -> go.Figure:
-    """Recorded evaluations: PPL against parameters, one colour per strategy (dense runs in grey)."""
+def _name_template(names: list[str], blocks: list[int]) -> str:
+    """'model.layers.%{y}.mlp.up_proj' when every name is one pattern around its block number, else ''."""
+    if not names:
+        return ""
+    first, block = names[0], str(blocks[0])
+    marker = f".{block}."
+    if marker not in first:
+        return ""
+    head, tail = first.split(marker, 1)
+    if all(n == f"{head}.{b}.{tail}" for n, b in zip(names, blocks)):
+        return f"{head}.%{{y}}.{tail}"
+    return ""
+
+
+def spectra_lines_figure(spectra: wc.Spectra, names: list[str], normalization: str = "minmax",
+                         normalized: bool = True, log: bool = False, k: float | None = None) -> go.Figure:
+    """Chosen layers' spectra as lines (index vs value), normalised or raw, on a linear or log axis."""
     fig = go.Figure()
-    df = runs.assign(strategy=runs["strategy"].fillna("dense"))
-    colours = {"welore": LRC_COLOUR, "uniform": NLRC_COLOUR, "energy": "#1f77b4", "dense": "#444444"}
-    for strategy, part in df.groupby("strategy", sort=False):
+    for name in names:
+        if name not in spectra.values:
+            raise wc.WeLoreError(f"layer {name!r}: not in the spectra of {spectra.model}")
+        s = spectra.values[name].astype(np.float64)
+        y = wc.normalize(s, normalization) if normalized else s
+        if log:
+            y = np.where(y > 0, y, np.nan)  # a log axis cannot show the min-max zero
+        fig.add_trace(go.Scattergl(x=np.arange(y.size), y=y, mode="lines", name=name,
+                                   hovertemplate=f"{name}<br>index %{{x}}: %{{y:.4g}}<extra></extra>"))
+    if k is not None and normalized:
+        fig.add_hline(y=k, line={"dash": "dash", "color": "#444"}, annotation_text=f"k = {k:.3f}")
+    fig.update_layout(xaxis_title="singular value index",
+                      yaxis_title=f"{'normalised ' if normalized else ''}singular value{' (log)' if log else ''}",
+                      yaxis_type="log" if log else "linear", height=380, margin={"t": 30, "b": 10},
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def compare_figure(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str) -> go.Figure:
+    """Mean rank reduction per layer type under two plans (grouped bars; hover gives LRC counts)."""
+    fig = go.Figure()
+    for frame, label, colour in ((a, label_a, LRC_COLOUR), (b, label_b, "#1f77b4")):
+        g = frame.groupby("kind", sort=False).agg(reduction=("reduction", "mean"), lrc=("lrc", "sum"),
+                                                   layers=("name", "count"), rel_error=("rel_error", "mean"))
+        fig.add_trace(go.Bar(x=g.index, y=100 * g["reduction"], name=label, marker_color=colour,
+                             customdata=np.stack([g["lrc"], g["layers"], g["rel_error"]], axis=1),
+                             hovertemplate=f"{label}<br>%{{x}}: mean reduction %{{y:.1f}} %<br>"
+                                           "LRC %{customdata[0]} of %{customdata[1]}, mean rel. error "
+                                           "%{customdata[2]:.3f}<extra></extra>"))
+    fig.update_layout(barmode="group", xaxis_title="layer type", yaxis_title="mean rank reduction (%)",
+                      height=360, margin={"t": 30, "b": 10}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def runs_figure(runs: pd.DataFrame, x: str = "err") -> go.Figure:
+    """Recorded evaluations of one model on one data set: PPL against ERR or parameters, one line per
+    strategy and mode, the dense model as a dashed baseline."""
+    if x not in ("err", "params"):
+        raise wc.WeLoreError(f"runs figure x axis {x!r}: expected 'err' or 'params'")
+    fig = go.Figure()
+    df = runs.assign(strategy=runs["strategy"].fillna("dense"), mode=runs["mode"].fillna("dense"))
+    dense = df[df["strategy"] == "dense"]
+    colours = {"welore": LRC_COLOUR, "uniform": NLRC_COLOUR, "energy": "#1f77b4"}
+    dashes = {"lrc": "solid", "all": "dot"}
+    for (strategy, mode), part in df[df["strategy"] != "dense"].groupby(["strategy", "mode"], sort=False):
+        part = part.sort_values(x)
+        xs = part["params"] / 1e6 if x == "params" else part["err"]
         fig.add_trace(go.Scatter(
-            x=part["params"] / 1e6, y=part["ppl"], mode="markers", name=str(strategy),
-            marker={"color": colours.get(str(strategy), "#9467bd"), "size": 9},
-            customdata=part[["model", "err", "dataset", "tokens"]].astype(str).to_numpy(),
-            hovertemplate="%{customdata[0]}<br>ERR %{customdata[1]} %<br>%{x:.2f} M params, PPL %{y:.3f}"
-                          "<br>%{customdata[2]}, %{customdata[3]} tokens<extra></extra>"))
-    fig.update_layout(xaxis_title="parameters (M)", yaxis_title="perplexity (log)", yaxis_type="log", height=380,
-                      legend_title_text="strategy", margin={"t": 30})
+            x=xs, y=part["ppl"], mode="lines+markers", name=f"{strategy} ({mode})",
+            line={"color": colours.get(str(strategy), "#9467bd"), "dash": dashes.get(str(mode), "dash")},
+            customdata=part[["model", "err", "params", "tokens"]].astype(str).to_numpy(),
+            hovertemplate=f"{strategy} ({mode})<br>%{{customdata[0]}}<br>ERR %{{customdata[1]}} %, "
+                          "%{customdata[2]} params<br>PPL %{y:.3f} on %{customdata[3]} tokens<extra></extra>"))
+    if not dense.empty:
+        base = float(dense["ppl"].iloc[0])
+        fig.add_hline(y=base, line={"dash": "dash", "color": "#444444"}, annotation_text=f"dense {base:.2f}")
+        if x == "params":
+            fig.add_trace(go.Scatter(x=dense["params"].iloc[:1] / 1e6, y=[base], mode="markers", name="dense",
+                                     marker={"color": "#444444", "size": 10, "symbol": "star"},
+                                     hovertemplate="dense<br>%{x:.2f} M params, PPL %{y:.3f}<extra></extra>"))
+    fig.update_layout(xaxis_title="parameters (M)" if x == "params" else "effective rank reduction (%)",
+                      yaxis_title="perplexity (log)", yaxis_type="log", height=400, legend_title_text="strategy (mode)",
+                      margin={"t": 30})
     return fig

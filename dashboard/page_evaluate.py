@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -15,14 +16,18 @@ from welore_core.jobs import JobStore
 from dashboard import cached
 from dashboard.figures import runs_figure
 from dashboard.jobview import job_panel, launch
+from dashboard.state import picked_model
 
 st.title("Compress & evaluate")
-model = st.sidebar.text_input("Model", value=os.environ.get("WELORE_MODEL", ""), key="eval_model",
-                              placeholder="embedded SmolLM2-135M-Instruct")
+model, info = picked_model()
+applied: dict[str, Any] | None = st.session_state.get("applied_rankmap")
+choices = ["welore", "uniform", "energy", "dense (no compression)"]
+if applied:
+    choices.insert(0, f"rank map: {applied['name']}")
 
 with st.form("launch"):
     c1, c2, c3 = st.columns(3)
-    strategy = c1.selectbox("Strategy", ["welore", "uniform", "energy", "dense (no compression)"])
+    strategy = c1.selectbox("Strategy", choices, help="a rank map imported on the rank plan page is offered first")
     err = c2.number_input("Target ERR (%)", 0.0, 95.0, 20.0, 5.0)
     mode = c3.selectbox("Mode", ["lrc", "all"], help="lrc: factor LRCs only; all: every layer at its rank")
     d1, d2, d3 = st.columns(3)
@@ -38,7 +43,9 @@ if launched:
     try:
         config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens))
         rankmap = None
-        if not strategy.startswith("dense"):
+        if applied and strategy.startswith("rank map: "):
+            rankmap = applied["data"]
+        elif not strategy.startswith("dense"):
             spectra = cached.spectra(model.strip())
             plan = wc.make_plan(spectra, wc.PlanConfig(strategy=strategy, err=err,
                                                        min_ratio=0.0 if mode == "all" else 0.5))
@@ -46,7 +53,7 @@ if launched:
         target = Path(save_to) if save_to.strip() else None
         spec = model.strip() or None
         compression = wc.CompressionConfig(mode=mode)
-        launch(store, "compress-eval", {"model": model, "strategy": strategy, "err": err, "mode": mode, "data": data,
+        launch(store, "compress-eval", {"model": model or info.label, "strategy": strategy, "err": err, "mode": mode, "data": data,
                                         "tokens": int(tokens), "seqlen": int(seqlen)},
                lambda progress: wc.compress_and_evaluate(spec, rankmap, config, compression, progress, save_to=target),
                "job")
@@ -73,5 +80,16 @@ runs = wc.Registry.default().frame("eval")
 if runs.empty:
     st.caption("No evaluations recorded yet.")
 else:
-    st.plotly_chart(runs_figure(runs), width="stretch", theme=None)
+    # one chart compares like with like: one model, one data set, one window and token budget
+    r1, r2, r3, r4 = st.columns(4)
+    models = list(dict.fromkeys(runs["model"]))
+    chart_model = r1.selectbox("Model", models, index=models.index(info.label) if info.label in models else 0)
+    part = runs[runs["model"] == chart_model]
+    setting = part[["dataset", "seqlen", "token_budget"]].astype(str).agg(" · ".join, axis=1)
+    settings = list(dict.fromkeys(setting))
+    chosen = r2.selectbox("Data · seqlen · token budget", settings)
+    axis = r3.radio("x axis", ["ERR", "parameters"], horizontal=True)
+    r4.metric("Runs", int((setting == chosen).sum()))
+    part = part[setting == chosen]
+    st.plotly_chart(runs_figure(part, "err" if axis == "ERR" else "params"), width="stretch", theme=None)
     st.dataframe(runs, hide_index=True, width="stretch")

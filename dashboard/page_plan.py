@@ -1,30 +1,21 @@
 """Spectra & rank plan: load a model's spectra, choose ERR or k, see ranks and the LRC partition, export."""
 from __future__ import annotations
 
-import json
-import os
-
 import streamlit as st
 
 import welore_core as wc
-from dashboard import cached
-from dashboard.figures import reduction_heatmap_figure, spectra_heatmap_figure
+from dashboard import cached, plan_tabs
+from dashboard.state import picked_model, svd_setting
 
 st.title("WeLore Studio")
 st.caption("Where is this LLM low-rank? Singular values per layer, one global threshold k, layer-adaptive ranks "
            "(WeLore, arXiv 2407.11239).")
 
-with st.sidebar:
-    st.header("Model")
-    model = st.text_input("Model", value=os.environ.get("WELORE_MODEL", ""),
-                          placeholder="embedded SmolLM2-135M-Instruct",
-                          help="Empty = the embedded SmolLM2-135M-Instruct. Or a model folder, a .gguf, a "
-                               ".safetensors(.index.json) file to stream, or a hub id.")
-    dtype = st.selectbox("SVD precision", ["float32", "float64"])
-
+spec, info = picked_model()
+dtype, method = svd_setting()
 bar = st.progress(0.0, text="loading spectra …")
 try:
-    spectra = cached.spectra(model.strip(), dtype, "svdvals",
+    spectra = cached.spectra(spec, dtype, method,
                              progress=lambda done, total, name: bar.progress(done / total, text=f"SVD {done}/{total}: {name}"))
 except wc.WeLoreError as err:
     bar.empty()
@@ -36,17 +27,20 @@ for note in spectra.notes:
 
 blocks = len({l.block for l in spectra.layers if l.block >= 0})
 cols = st.columns(4)
-cols[0].metric("Model", spectra.model)
+cols[0].metric("Model", spectra.model, help=info.architecture)
 cols[1].metric("Layers analysed", f"{len(spectra.layers)} in {blocks} blocks")
 cols[2].metric("Parameters", f"{spectra.total_params / 1e6:.1f} M")
-cols[3].metric("Fingerprint", spectra.fingerprint[:12])
+cols[3].metric("Fingerprint", spectra.fingerprint[:12], help=spectra.fingerprint)
 
 st.subheader("Rank plan")
 c1, c2, c3 = st.columns(3)
-strategy = c1.selectbox("Strategy", list(wc.STRATEGIES), help="welore: one global threshold on normalised "
-                        "singular values; uniform: the same reduction everywhere; energy: keep a fraction of energy")
-normalization = c2.selectbox("Normalisation", list(wc.NORMALIZATIONS), disabled=strategy != "welore")
-min_ratio = c3.number_input("LRC min ratio", 0.0, 1.0, 0.5, 0.05, help="a layer reduced by more than this is an LRC")
+strategy = c1.selectbox("Strategy", list(wc.STRATEGIES), key="strategy",
+                        help="welore: one global threshold on normalised singular values; uniform: the same "
+                             "reduction everywhere; energy: keep a fraction of each layer's energy")
+normalization = c2.selectbox("Normalisation", list(wc.NORMALIZATIONS), key="normalization",
+                             disabled=strategy != "welore")
+min_ratio = c3.number_input("LRC min ratio", 0.0, 1.0, 0.5, 0.05, key="min_ratio",
+                            help="a layer whose rank is reduced by more than this is an LRC")
 scores = cached.scores(spectra.fingerprint, spectra.config.setting, strategy, normalization, spectra)
 
 # ERR and k are linked both ways: the slider moved last decides, the other follows
@@ -77,26 +71,29 @@ s1.slider("Target effective rank reduction (ERR, %)", 0.0, 99.0, step=0.5, key="
 s2.slider({"welore": "Threshold k (normalised singular value)", "energy": "k: energy kept per layer",
            "uniform": "k: reduction ratio (follows ERR)"}[strategy], 0.0, 1.0, step=0.001, format="%.3f", key="k",
           on_change=_k_moved, disabled=strategy == "uniform")
-err = plan.target_err if plan.target_err is not None else plan.achieved_err
 t = plan.totals
 
-m = st.columns(5)
+m = st.columns(6)
 m[0].metric("Achieved ERR", f"{plan.achieved_err:.2f} %", help=f"k = {plan.k:.5f}")
 m[1].metric("LRC / N-LRC", f"{t['lrc']} / {t['nlrc']}")
 m[2].metric("Parameters", f"{t['params_compressed'] / 1e6:.1f} M", f"{100 * (t['param_ratio'] - 1):.1f} %",
+            delta_color="inverse", help=f"dense: {t['params_dense'] / 1e6:.1f} M in the analysed layers")
+m[3].metric("Trainable (LRC)", f"{t['trainable_params'] / 1e6:.2f} M",
+            help="parameters of the LRC factors: what WeLore fine-tunes")
+m[4].metric("Memory bf16 / fp32", f"{t['bytes_compressed']['bfloat16'] / 2**20:.0f} / "
+            f"{t['bytes_compressed']['float32'] / 2**20:.0f} MiB",
+            f"{(t['bytes_compressed']['bfloat16'] - t['bytes_dense']['bfloat16']) / 2**20:.0f} MiB (bf16)",
             delta_color="inverse")
-m[3].metric("Trainable (LRC)", f"{t['trainable_params'] / 1e6:.2f} M")
-m[4].metric("bf16 memory", f"{t['bytes_compressed']['bfloat16'] / 2**20:.0f} MiB",
-            f"{(t['bytes_compressed']['bfloat16'] - t['bytes_dense']['bfloat16']) / 2**20:.0f} MiB", delta_color="inverse")
+m[5].metric("Mean rel. error", f"{t['mean_rel_error']:.3f}", help="mean over layers of ||W - W_r||_F / ||W||_F")
 
-frame = plan.frame()
-left, right = st.columns(2)
-left.plotly_chart(reduction_heatmap_figure(frame), width="stretch", theme=None)
-kinds = list(dict.fromkeys(l.kind for l in spectra.layers))
-kind = right.selectbox("Layer type", kinds)
-right.plotly_chart(spectra_heatmap_figure(spectra, kind, normalization,
-                                          plan.k if strategy == "welore" else None), width="stretch", theme=None)
-
-st.dataframe(wc.plan_by_type(plan), hide_index=True, width="stretch")
-st.download_button("Download rank map (JSON)", json.dumps(wc.rankmap_dict(plan), indent=1),
-                   file_name=f"rankmap-{spectra.model}-{strategy}-{err:g}.json", mime="application/json")
+tabs = st.tabs(["Rank plan", "Spectra", "Layers", "Compare strategies", "Rank map"])
+with tabs[0]:
+    plan_tabs.plan_tab(plan)
+with tabs[1]:
+    plan_tabs.spectra_tab(spectra, plan, normalization if strategy == "welore" else "minmax")
+with tabs[2]:
+    plan_tabs.layers_tab(spectra, plan)
+with tabs[3]:
+    plan_tabs.compare_tab(spectra, plan)
+with tabs[4]:
+    plan_tabs.rankmap_tab(spectra, plan)

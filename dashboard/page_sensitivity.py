@@ -10,12 +10,12 @@ import welore_core as wc
 from welore_core.charts import sensitivity_figure
 from welore_core.jobs import JobStore
 from dashboard.jobview import job_panel, launch
+from dashboard.state import picked_model
 
 st.title("Sensitivity")
 st.caption("Each group's rank is cut by the chosen ratio (weight SVD) while everything else stays dense; "
            "the bars show perplexity relative to the dense model.")
-model = st.sidebar.text_input("Model", value=os.environ.get("WELORE_MODEL", ""), key="sens_model",
-                              placeholder="embedded SmolLM2-135M-Instruct")
+model, info = picked_model()
 with st.form("scan"):
     c1, c2, c3, c4 = st.columns(4)
     ratio = c1.slider("Rank reduction", 0.05, 0.95, 0.10, 0.05)
@@ -30,7 +30,7 @@ if launched:
     try:
         config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens))
         spec = model.strip() or None
-        launch(store, "sensitivity", {"model": model, "ratio": ratio, "by": by},
+        launch(store, "sensitivity", {"model": model or info.label, "ratio": ratio, "by": by},
                lambda progress: wc.sensitivity_of(spec, config, ratio, by, progress), "scan")
     except wc.WeLoreError as problem:
         st.error(str(problem))

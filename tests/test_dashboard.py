@@ -114,3 +114,121 @@ def test_err_and_k_sliders_follow_each_other(llama_dir: Path, monkeypatch: pytes
     assert at.slider[0].value == pytest.approx(round(at_k.achieved_err, 2))
     assert {m.label: m.value for m in at.metric}["Achieved ERR"] == f"{at_k.achieved_err:.2f} %"
     assert not at.exception
+
+
+def _plan_page(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception and not at.error
+    return at
+
+
+def test_model_page_describes_the_model_and_loads_spectra(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("dashboard/page_model.py").run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    params = sum(p.numel() for p in wc.load_model(wc.resolve_model(llama_dir)).parameters())
+    assert metrics["Architecture"] == "LlamaForCausalLM" and metrics["Blocks"] == "3"
+    assert metrics["Parameters"] == f"{params / 1e6:.1f} M"
+    at.button[0].click().run()
+    assert not at.exception and "21 layers: 0 from the cache, 21 computed" in at.success[0].value
+    at.button[0].click().run()
+    assert "21 layers: 21 from the cache, 0 computed" in at.success[0].value
+
+
+def test_source_kind_that_does_not_match_the_path_is_refused(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _plan_page(llama_dir, monkeypatch)
+    at.sidebar.radio(key="source_kind").set_value("gguf").run()
+    assert not at.exception
+    assert "is a folder source, not a gguf one" in at.error[0].value
+    at.sidebar.radio(key="source_kind").set_value("folder").run()
+    at.sidebar.text_input(key="source_path").set_value("").run()
+    assert not at.exception and "Enter a local model folder" in at.info[0].value
+
+
+def test_layer_table_joins_spectra_and_plan_and_filters(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _plan_page(llama_dir, monkeypatch)
+    spectra = wc.compute_spectra(llama_dir)
+    plan = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
+    table = at.dataframe[1].value
+    assert len(table) == 21 and list(table.columns[:4]) == ["name", "block", "kind", "shape"]
+    row = table.set_index("name").loc["model.layers.1.mlp.down_proj"]
+    s = spectra.values["model.layers.1.mlp.down_proj"].astype(float)
+    assert row["stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2)
+    assert row["rank"] == plan.ranks()["model.layers.1.mlp.down_proj"]
+    at.radio(key="table_part").set_value("LRC").run()
+    assert len(at.dataframe[1].value) == plan.totals["lrc"] and at.dataframe[1].value["lrc"].all()
+    at.text_input(key="table_pattern").set_value("layers.2.").run()
+    assert set(at.dataframe[1].value["block"]) <= {2}
+
+
+def test_compare_tab_puts_two_strategies_at_the_same_err(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _plan_page(llama_dir, monkeypatch)
+    at.selectbox(key="compare_strategy").set_value("energy").run()
+    totals = at.dataframe[2].value
+    assert list(totals["strategy"]) == ["welore", "energy"]
+    spectra = wc.compute_spectra(llama_dir)
+    welore = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
+    energy = wc.make_plan(spectra, wc.PlanConfig(strategy="energy", err=welore.achieved_err))
+    assert totals["achieved ERR %"].iloc[1] == pytest.approx(energy.achieved_err, abs=1e-3)
+    assert totals["LRC"].iloc[1] == energy.totals["lrc"]
+
+
+def test_uploaded_rank_map_is_checked_and_offered_for_compression(llama_dir: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _plan_page(llama_dir, monkeypatch)
+    spectra = wc.compute_spectra(llama_dir)
+    good = wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(strategy="uniform", err=30.0)))
+    at.file_uploader(key="upload_rankmap").upload("good.json", json.dumps(good).encode(), "application/json").run()
+    assert not at.exception and not at.error
+    assert at.success[0].value.startswith("good.json fits")
+    at.button(key="apply_rankmap").click().run()
+    assert at.session_state.applied_rankmap["data"]["layers"] == good["layers"]
+
+    bad = json.loads(json.dumps(good))
+    bad["layers"][0]["rank"] = 10_000
+    bad["layers"][1]["name"] = "model.layers.9.mlp.nothing"
+    at.file_uploader(key="upload_rankmap").set_value(("bad.json", json.dumps(bad).encode(), "application/json")).run()
+    assert not at.exception
+    assert at.error[0].value.startswith("bad.json: ")
+    problems = at.code[0].value
+    assert "model.layers.9.mlp.nothing" in problems and "10000" in problems
+    at.file_uploader(key="upload_rankmap").set_value(("junk.json", b"{not json", "application/json")).run()
+    assert not at.exception and at.error[0].value.startswith("junk.json: ")
+
+
+def test_spectra_tab_draws_chosen_layers(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dashboard.figures import spectra_lines_figure
+
+    at = _plan_page(llama_dir, monkeypatch)
+    at.multiselect(key="lines_self_attn.q_proj").set_value(["model.layers.0.self_attn.q_proj"]).run()
+    at.radio(key="lines_scale").set_value("log").run()
+    assert not at.exception
+    spectra = wc.compute_spectra(llama_dir)
+    fig = spectra_lines_figure(spectra, ["model.layers.0.mlp.up_proj"], normalized=False, log=True)
+    assert fig.layout.yaxis.type == "log"
+    assert list(fig.data[0].y) == pytest.approx(spectra.values["model.layers.0.mlp.up_proj"].astype(float))
+
+
+def test_wide_spectra_heatmap_keeps_sorted_samples_and_names_layers(llama_dir: Path) -> None:
+    from dashboard.figures import runs_figure, spectra_heatmap_figure
+
+    spectra = wc.compute_spectra(llama_dir)
+    fig = spectra_heatmap_figure(spectra, "mlp.down_proj", max_columns=8)
+    x = list(fig.data[0].x)
+    assert len(x) == 8 and x[0] == 0 and x[-1] == 31
+    row = wc.normalize(spectra.values["model.layers.1.mlp.down_proj"], "minmax")
+    assert list(fig.data[0].z[1]) == pytest.approx(row[x])
+    assert fig.data[0].hovertemplate.startswith("model.layers.%{y}.mlp.down_proj")
+    import pandas as pd
+
+    runs = pd.DataFrame({"strategy": [None, "welore", "welore", "uniform"], "mode": ["dense", "lrc", "lrc", "lrc"],
+                         "err": [None, 40.0, 20.0, 20.0], "params": [100, 80, 90, 90], "ppl": [10.0, 30.0, 12.0, 15.0],
+                         "model": "m", "tokens": 512})
+    fig = runs_figure(runs, "err")
+    welore = next(t for t in fig.data if t.name == "welore (lrc)")
+    assert list(welore.x) == [20.0, 40.0] and list(welore.y) == [12.0, 30.0]
+    assert fig.layout.shapes[0].y0 == 10.0  # the dense baseline
+    assert runs_figure(runs, "params").layout.xaxis.title.text == "parameters (M)"

@@ -184,9 +184,16 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, rankmap: dic
         result = perplexity(model, ids, eval_config, progress, dataset=eval_config.data).to_dict()
         result["params"] = count_parameters(model)
         registry.record(key, {**identity, "model": loaded.source.label, "strategy": rankmap["strategy"] if rankmap else None,
-                              "err": rankmap["target_err"] if rankmap else None, "k": rankmap["k"] if rankmap else None,
+                              "err": _plotted_err(rankmap), "k": rankmap["k"] if rankmap else None,
                               "mode": compression.mode if rankmap else "dense", **result}, result)
     return result, cached
+
+
+def _plotted_err(rankmap: dict[str, Any] | None) -> float | None:
+    """The ERR a run is charted at: the target, or what a k-driven plan achieved."""
+    if rankmap is None:
+        return None
+    return rankmap["target_err"] if rankmap.get("target_err") is not None else rankmap["achieved_err"]
 
 
 def compress_and_evaluate(spec: str | Path | None, rankmap: dict[str, Any] | None, eval_config: EvalConfig,

@@ -1,0 +1,76 @@
+"""The model every page works on: picked once in the sidebar of app.py (entry-point widgets keep their
+state across pages), with $WELORE_MODEL as the default so `make run` and tests need no clicks."""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from welore_core.modelinfo import SOURCE_KINDS, ModelInfo, guess_kind
+
+KIND_LABELS = {
+    "embedded": "Embedded SmolLM2-135M-Instruct",
+    "folder": "Local model folder",
+    "gguf": "GGUF file",
+    "safetensors": "Safetensors checkpoint (streamed)",
+    "hub": "Hugging Face hub id",
+}
+PLACEHOLDERS = {
+    "folder": "/path/to/model (config.json + *.safetensors), or a compressed model folder",
+    "gguf": "/path/to/model.gguf (dequantised once into cache/models)",
+    "safetensors": "/path/to/model.safetensors or model.safetensors.index.json (read tensor by tensor)",
+    "hub": "owner/name, e.g. meta-llama/Llama-2-7b-hf (needs network access)",
+}
+
+
+def model_picker() -> None:
+    """Sidebar: source kind + path. Call from the entry point only (its widgets then live on every page)."""
+    default = os.environ.get("WELORE_MODEL", "")
+    state = st.session_state
+    state.setdefault("source_kind", guess_kind(default))
+    state.setdefault("source_path", default)
+    with st.sidebar:
+        st.header("Model")
+        kind = st.radio("Source", list(SOURCE_KINDS), format_func=KIND_LABELS.__getitem__, key="source_kind")
+        if kind != "embedded":
+            st.text_input("Path or id", key="source_path", placeholder=PLACEHOLDERS[kind])
+        with st.expander("SVD settings"):
+            st.selectbox("Precision", ["float32", "float64"], key="svd_dtype")
+            st.selectbox("Method", ["svdvals", "gram"], key="svd_method",
+                         help="svdvals: LAPACK/cuSOLVER singular values; gram: eigenvalues of the smaller Gram "
+                              "matrix in float64 (faster, less accurate in the tail)")
+
+
+def current_model() -> tuple[str, str]:
+    """(spec, kind) of the picked model; a page run on its own (AppTest.from_file) falls back to the env."""
+    state = st.session_state
+    if "source_kind" not in state:
+        default = os.environ.get("WELORE_MODEL", "")
+        return default.strip(), guess_kind(default)
+    kind = state.source_kind
+    return ("" if kind == "embedded" else str(state.get("source_path", "")).strip()), kind
+
+
+def picked_model() -> tuple[str, ModelInfo]:
+    """The picked model, resolved and checked against the chosen kind; stops the page with a clear
+    message (never a traceback) when the path is missing, wrong or not a model."""
+    import welore_core as wc
+    from welore_core.modelinfo import describe_model, expect_kind
+
+    spec, kind = current_model()
+    if kind != "embedded" and not spec:
+        st.info(f"Enter a {KIND_LABELS[kind].lower()} in the sidebar.")
+        st.stop()
+    try:
+        with st.spinner("resolving the model …"):
+            info = describe_model(spec or None)
+        expect_kind(info, kind)
+    except wc.WeLoreError as err:
+        st.error(str(err))
+        st.stop()
+    return spec, info
+
+
+def svd_setting() -> tuple[str, str]:
+    """(dtype, method) chosen in the sidebar; the defaults when a page runs on its own."""
+    return str(st.session_state.get("svd_dtype", "float32")), str(st.session_state.get("svd_method", "svdvals"))
