@@ -65,6 +65,9 @@ if launched:
 def follow() -> None:
     state = job_panel(store, "job")
     if state is not None and state.result:
+        if st.session_state.get("charted_job") != state.id:  # once: redraw the whole page so the chart shows it
+            st.session_state.charted_job = state.id
+            st.rerun(scope="app")
         r = state.result
         cols = st.columns(4)
         cols[0].metric("Perplexity", f"{r['ppl']:.3f}")

@@ -7,6 +7,8 @@ import welore_core as wc
 from dashboard import cached, plan_tabs
 from dashboard.state import picked_model, svd_setting
 
+TABS = ["Rank plan", "Spectra", "Layers", "Compare strategies", "Rank map"]
+
 st.title("WeLore Studio")
 st.caption("Where is this LLM low-rank? Singular values per layer, one global threshold k, layer-adaptive ranks "
            "(WeLore, arXiv 2407.11239).")
@@ -86,14 +88,20 @@ m[4].metric("Memory bf16 / fp32", f"{t['bytes_compressed']['bfloat16'] / 2**20:.
             delta_color="inverse")
 m[5].metric("Mean rel. error", f"{t['mean_rel_error']:.3f}", help="mean over layers of ||W - W_r||_F / ||W||_F")
 
-tabs = st.tabs(["Rank plan", "Spectra", "Layers", "Compare strategies", "Rank map"])
-with tabs[0]:
-    plan_tabs.plan_tab(plan)
-with tabs[1]:
-    plan_tabs.spectra_tab(spectra, plan, normalization if strategy == "welore" else "minmax")
-with tabs[2]:
-    plan_tabs.layers_tab(spectra, plan)
-with tabs[3]:
-    plan_tabs.compare_tab(spectra, plan)
-with tabs[4]:
-    plan_tabs.rankmap_tab(spectra, plan)
+# lazy tabs: only the open one runs and is drawn, so a slider move redraws one tab, not five
+tabs = st.tabs(TABS, key="plan_tab", on_change="rerun")
+if tabs[0].open:
+    with tabs[0]:
+        plan_tabs.plan_tab(plan)
+if tabs[1].open:
+    with tabs[1]:
+        plan_tabs.spectra_tab(spectra, plan, normalization if strategy == "welore" else "minmax")
+if tabs[2].open:
+    with tabs[2]:
+        plan_tabs.layers_tab(spectra, plan)
+if tabs[3].open:
+    with tabs[3]:
+        plan_tabs.compare_tab(spectra, plan)
+if tabs[4].open:
+    with tabs[4]:
+        plan_tabs.rankmap_tab(spectra, plan)

@@ -19,7 +19,7 @@ LAYER_COLUMNS = ["name", "block", "kind", "shape", "full_rank", "stable_rank", "
 
 def plan_tab(plan: wc.RankPlan) -> None:
     st.plotly_chart(reduction_heatmap_figure(plan.frame()), width="stretch", theme=None)
-    st.dataframe(wc.plan_by_type(plan), hide_index=True, width="stretch")
+    st.table(wc.plan_by_type(plan).round(4))  # static: no grid widget to load for 7 rows
 
 
 def spectra_tab(spectra: wc.Spectra, plan: wc.RankPlan, normalization: str) -> None:

@@ -18,7 +18,7 @@ def main(url: str, out: str) -> None:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1250})
         page.goto(url)
-        page.get_by_text("Achieved ERR").wait_for(timeout=180_000)
+        page.get_by_text("Achieved ERR", exact=True).wait_for(timeout=180_000)
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         page.wait_for_timeout(2500)  # let plotly finish drawing
         page.screenshot(path=out, full_page=True)

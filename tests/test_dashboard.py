@@ -116,10 +116,14 @@ def test_err_and_k_sliders_follow_each_other(llama_dir: Path, monkeypatch: pytes
     assert not at.exception
 
 
-def _plan_page(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+def _plan_page(llama_dir: Path, monkeypatch: pytest.MonkeyPatch, tab: str = "Rank plan") -> AppTest:
     monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception and not at.error
+    if tab != "Rank plan":  # tabs are lazy: only the open one runs
+        at.session_state["plan_tab"] = tab
+        at.run()
+        assert not at.exception and not at.error
     return at
 
 
@@ -149,25 +153,26 @@ def test_source_kind_that_does_not_match_the_path_is_refused(llama_dir: Path, mo
 
 
 def test_layer_table_joins_spectra_and_plan_and_filters(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    at = _plan_page(llama_dir, monkeypatch)
+    at = _plan_page(llama_dir, monkeypatch, "Layers")
     spectra = wc.compute_spectra(llama_dir)
     plan = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
-    table = at.dataframe[1].value
+    assert len(at.dataframe) == 1  # the by-type table of the closed plan tab is not drawn
+    table = at.dataframe[0].value
     assert len(table) == 21 and list(table.columns[:4]) == ["name", "block", "kind", "shape"]
     row = table.set_index("name").loc["model.layers.1.mlp.down_proj"]
     s = spectra.values["model.layers.1.mlp.down_proj"].astype(float)
     assert row["stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2)
     assert row["rank"] == plan.ranks()["model.layers.1.mlp.down_proj"]
     at.radio(key="table_part").set_value("LRC").run()
-    assert len(at.dataframe[1].value) == plan.totals["lrc"] and at.dataframe[1].value["lrc"].all()
+    assert len(at.dataframe[0].value) == plan.totals["lrc"] and at.dataframe[0].value["lrc"].all()
     at.text_input(key="table_pattern").set_value("layers.2.").run()
-    assert set(at.dataframe[1].value["block"]) <= {2}
+    assert set(at.dataframe[0].value["block"]) <= {2}
 
 
 def test_compare_tab_puts_two_strategies_at_the_same_err(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    at = _plan_page(llama_dir, monkeypatch)
+    at = _plan_page(llama_dir, monkeypatch, "Compare strategies")
     at.selectbox(key="compare_strategy").set_value("energy").run()
-    totals = at.dataframe[2].value
+    totals = at.dataframe[0].value
     assert list(totals["strategy"]) == ["welore", "energy"]
     spectra = wc.compute_spectra(llama_dir)
     welore = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
@@ -178,7 +183,7 @@ def test_compare_tab_puts_two_strategies_at_the_same_err(llama_dir: Path, monkey
 
 def test_uploaded_rank_map_is_checked_and_offered_for_compression(llama_dir: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    at = _plan_page(llama_dir, monkeypatch)
+    at = _plan_page(llama_dir, monkeypatch, "Rank map")
     spectra = wc.compute_spectra(llama_dir)
     good = wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(strategy="uniform", err=30.0)))
     at.file_uploader(key="upload_rankmap").upload("good.json", json.dumps(good).encode(), "application/json").run()
@@ -202,7 +207,7 @@ def test_uploaded_rank_map_is_checked_and_offered_for_compression(llama_dir: Pat
 def test_spectra_tab_draws_chosen_layers(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dashboard.figures import spectra_lines_figure
 
-    at = _plan_page(llama_dir, monkeypatch)
+    at = _plan_page(llama_dir, monkeypatch, "Spectra")
     at.multiselect(key="lines_self_attn.q_proj").set_value(["model.layers.0.self_attn.q_proj"]).run()
     at.radio(key="lines_scale").set_value("log").run()
     assert not at.exception
@@ -232,3 +237,15 @@ def test_wide_spectra_heatmap_keeps_sorted_samples_and_names_layers(llama_dir: P
     assert list(welore.x) == [20.0, 40.0] and list(welore.y) == [12.0, 30.0]
     assert fig.layout.shapes[0].y0 == 10.0  # the dense baseline
     assert runs_figure(runs, "params").layout.xaxis.title.text == "parameters (M)"
+
+
+def test_a_folder_that_is_not_a_causal_lm_gets_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp_path / "vit"
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48,
+                       image_size=8, patch_size=4)).save_pretrained(folder)
+    monkeypatch.setenv("WELORE_MODEL", str(folder))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert "not a causal LM" in at.error[0].value and str(folder) in at.error[0].value

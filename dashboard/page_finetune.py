@@ -1,0 +1,107 @@
+"""Fine-tune: LRC-only training (WeLore) against N-LRC, full, LoRA and GaLore — launch, follow, compare.
+
+The selected modes run one after another in a background job with the same data, seed, schedule and
+steps; every run lands in the run registry, where the comparison below reads it from.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+import welore_core as wc
+from dashboard.jobview import job_panel, launch
+from welore_core.downstream import TASKS
+from welore_core.finetune import MODES, FinetuneConfig
+from welore_core.finetune_report import finetune_runs, loss_curves_figure, runs_frame, with_ratios
+from welore_core.finetune_run import finetune
+from welore_core.jobs import JobStore, Progress
+
+st.title("Fine-tune")
+st.caption("WeLore's proposal (arXiv 2407.11239 §4): train only the factors of the Low-Rank Components, N-LRCs "
+           "frozen. Compare it with training the N-LRCs, everything, LoRA adapters or GaLore on the same data.")
+model = st.sidebar.text_input("Model", value=os.environ.get("WELORE_MODEL", ""), key="ft_model",
+                              placeholder="embedded SmolLM2-135M-Instruct",
+                              help="a compressed folder; a dense model is compressed at the ERR below first")
+default_data = os.environ.get("WELORE_FT_DATA", str(wc.data_dir() / "tinyshakespeare" / "input.txt"))
+
+with st.form("finetune"):
+    modes = st.multiselect("Modes", list(MODES), default=["lrc", "full"], key="ft_modes")
+    c1, c2, c3 = st.columns(3)
+    kind = c1.radio("Train on", ["text", "downstream task"], horizontal=True, key="ft_kind")
+    data = c2.text_input("Text file", value=default_data, key="ft_data", help="a text file, wikitext2 or hub:NAME")
+    task = c3.selectbox("Task", sorted(TASKS), key="ft_task")
+    d1, d2, d3, d4 = st.columns(4)
+    steps = d1.number_input("Steps", 1, 100_000, int(os.environ.get("WELORE_FT_STEPS", 20)), key="ft_steps")
+    seqlen = d2.number_input("Seqlen", 8, 8192, int(os.environ.get("WELORE_FT_SEQLEN", 128)), key="ft_seqlen")
+    batch = d3.number_input("Batch size", 1, 512, 4, key="ft_batch")
+    lr = d4.number_input("Learning rate", 1e-7, 1.0, 1e-4, format="%.1e", key="ft_lr")
+    e1, e2, e3, e4 = st.columns(4)
+    err = e4.number_input("Dense model: compress to ERR % first (0: no)", 0.0, 95.0, 50.0, 5.0, key="ft_err")
+    forget = e1.number_input("WikiText-2 tokens (0: skip)", 0, 1_000_000, 4096, 512, key="ft_forget")
+    lora_rank = e2.number_input("LoRA rank", 1, 1024, 8, key="ft_lora")
+    galore_rank = e3.number_input("GaLore rank", 1, 4096, 128, key="ft_galore")
+    out = st.text_input("Output folder (one subfolder per mode)", value=os.environ.get("WELORE_FT_OUT", "out/finetune"),
+                        key="ft_out")
+    launched = st.form_submit_button("Launch", type="primary")
+
+store = JobStore()
+
+
+def run_modes(spec: str | None, base: FinetuneConfig, picked: list[str], folder: Path) -> Any:
+    """The job: each mode in turn, one progress bar over all of them; results without the per-step details."""
+    def job(progress: Progress) -> dict[str, Any]:
+        results = []
+        for i, mode in enumerate(picked):
+            def each(done: int, total: int, message: str, i: int = i) -> None:
+                progress(i * base.steps + done, len(picked) * base.steps, message)
+
+            result = finetune(spec, replace(base, mode=mode), folder / mode, each)
+            results.append({k: v for k, v in result.items() if k not in ("before", "after", "config")})
+        return {"runs": results}
+    return job
+
+
+if launched:
+    try:
+        if not modes:
+            raise wc.WeLoreError("pick at least one mode")
+        spec = model.strip() or None
+        is_compressed = spec is not None and (Path(spec).expanduser() / "welore-manifest.json").is_file()
+        config = FinetuneConfig(mode=modes[0], data=data.strip() if kind == "text" else "",
+                                task=task if kind != "text" else "", steps=int(steps), seqlen=int(seqlen),
+                                batch_size=int(batch), lr=float(lr), forget_tokens=int(forget),
+                                eval_tokens=max(int(seqlen), 8 * int(seqlen)), lora_rank=int(lora_rank),
+                                galore_rank=int(galore_rank),
+                                err=float(err) if err > 0 and not is_compressed else None, save_every=0)
+        launch(store, "finetune", {"model": model, "modes": modes, "steps": int(steps), "data": config.data or config.task},
+               run_modes(spec, config, modes, Path(out).expanduser()), "ft")
+    except wc.WeLoreError as problem:
+        st.error(str(problem))
+
+
+@st.fragment(run_every=1.0)
+def follow() -> None:
+    state = job_panel(store, "ft")
+    if state is not None and state.result:
+        df = runs_frame(state.result["runs"])
+        st.plotly_chart(loss_curves_figure(df.assign(id=range(1, len(df) + 1))), width="stretch", theme=None,
+                        key="ft_job_curves")
+
+
+follow()
+
+st.subheader("Compare runs")
+runs = finetune_runs()
+if runs.empty:
+    st.caption("No fine-tuning runs recorded yet.")
+else:
+    datasets = sorted({str(d) for d in runs["data"]})
+    picked = st.selectbox("Data", datasets, key="ft_compare_data")
+    shown = runs[runs["data"] == picked]
+    st.plotly_chart(loss_curves_figure(shown), width="stretch", theme=None, key="ft_compare_curves")
+    table = with_ratios(shown).drop(columns=["loss_curve"])
+    st.dataframe(table, hide_index=True, width="stretch")
