@@ -249,3 +249,44 @@ def test_a_folder_that_is_not_a_causal_lm_gets_a_message(tmp_path: Path, monkeyp
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert "not a causal LM" in at.error[0].value and str(folder) in at.error[0].value
+
+
+def test_two_tabs_keep_their_own_jobs_and_a_reload_finds_them(lm_dir: Path, corpus_file: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from welore_core.jobs import JobStore, wait
+
+    for key, value in {"WELORE_MODEL": str(lm_dir), "WELORE_EVAL_DATA": str(corpus_file), "WELORE_EVAL_TOKENS": "256",
+                       "WELORE_EVAL_SEQLEN": "64"}.items():
+        monkeypatch.setenv(key, value)
+
+    def tab() -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.switch_page("dashboard/page_evaluate.py").run()
+        assert not at.exception
+        return at
+
+    def job_of(at: AppTest) -> str:
+        job = at.query_params["job"]
+        return job[0] if isinstance(job, list) else job
+
+    a, b = tab(), tab()
+    a.selectbox[0].set_value("welore")
+    a.number_input[0].set_value(60.0)
+    a.button[0].click().run()
+    b.run()
+    assert "job" not in b.query_params and "No job launched" in b.info[0].value  # B does not see A's job
+    b.selectbox[0].set_value("dense (no compression)")
+    b.button[0].click().run()
+    job_a, job_b = job_of(a), job_of(b)
+    assert job_a != job_b
+    done_a, done_b = wait(job_a, timeout=120), wait(job_b, timeout=120)
+    assert done_a.status == done_b.status == "done"
+    assert done_a.owner != done_b.owner and done_a.params["err"] == 60.0 and done_b.params["strategy"].startswith("dense")
+    assert done_a.result["ppl"] != done_b.result["ppl"]
+    reload = AppTest.from_file(APP, default_timeout=120)
+    reload.query_params["job"] = job_a
+    reload.switch_page("dashboard/page_evaluate.py").run()
+    assert not reload.exception
+    assert any(f"Job {job_a}" in m.value for m in reload.markdown)
+    assert {m.label: m.value for m in reload.metric}["Perplexity"] == f"{done_a.result['ppl']:.3f}"
+    assert {j.id for j in JobStore().list()} == {job_a, job_b}
