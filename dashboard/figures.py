@@ -124,12 +124,17 @@ def runs_figure(runs: pd.DataFrame, x: str = "err") -> go.Figure:
     if x not in ("err", "params"):
         raise wc.WeLoreError(f"runs figure x axis {x!r}: expected 'err' or 'params'")
     fig = go.Figure()
-    df = runs.assign(strategy=runs["strategy"].fillna("dense"), mode=runs["mode"].fillna("dense"))
+    df = runs.assign(mode=runs["mode"].fillna("dense"))
+    # an evaluation without a strategy is the dense model, unless it was of a saved compressed folder
+    df = df.assign(strategy=df["strategy"].where(df["strategy"].notna(),
+                                                 np.where(df["mode"] == "compressed", "compressed folder", "dense")))
     dense = df[df["strategy"] == "dense"]
     colours = {"welore": LRC_COLOUR, "uniform": NLRC_COLOUR, "energy": "#1f77b4"}
-    dashes = {"lrc": "solid", "all": "dot"}
+    dashes = {"lrc": "solid", "all": "dot", "lrc+actsvd": "dashdot", "all+actsvd": "dash"}
     for (strategy, mode), part in df[df["strategy"] != "dense"].groupby(["strategy", "mode"], sort=False):
-        part = part.sort_values(x)
+        part = part.dropna(subset=[x]).sort_values(x)
+        if part.empty:
+            continue
         xs = part["params"] / 1e6 if x == "params" else part["err"]
         fig.add_trace(go.Scatter(
             x=xs, y=part["ppl"], mode="lines+markers", name=f"{strategy} ({mode})",

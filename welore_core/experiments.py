@@ -185,8 +185,13 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, rankmap: dic
         result["params"] = count_parameters(model)
         registry.record(key, {**identity, "model": loaded.source.label, "strategy": rankmap["strategy"] if rankmap else None,
                               "err": _plotted_err(rankmap), "k": rankmap["k"] if rankmap else None,
-                              "mode": compression.mode if rankmap else "dense", **result}, result)
+                              "mode": _plotted_mode(compression) if rankmap else "dense", **result}, result)
     return result, cached
+
+
+def _plotted_mode(compression: CompressionConfig) -> str:
+    """lrc | all, with '+actsvd' when activations whitened the SVD: the chart keeps the two apart."""
+    return compression.mode + ("+actsvd" if compression.act_svd else "")
 
 
 def _plotted_err(rankmap: dict[str, Any] | None) -> float | None:
