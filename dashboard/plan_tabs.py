@@ -100,7 +100,7 @@ def compare_totals(plans: dict[str, wc.RankPlan]) -> pd.DataFrame:
 
 def rankmap_tab(spectra: wc.Spectra, plan: wc.RankPlan) -> None:
     err = plan.target_err if plan.target_err is not None else plan.achieved_err
-    st.download_button("Download rank map (JSON)", json.dumps(wc.rankmap_dict(plan), indent=1),
+    st.download_button("Download rank map (JSON)", json.dumps(wc.rankmap_dict(plan), indent=1) + "\n",
                        file_name=f"rankmap-{spectra.model}-{plan.config.strategy}-{err:g}.json",
                        mime="application/json", key="download_rankmap")
     st.markdown("**Import a rank map** to inspect it against this model, or to compress with it on the "

@@ -123,7 +123,9 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
             page.get_by_role("button", name="Download rank map (JSON)").click()
         path = tmp_path / "rankmap.json"
         download.value.save_as(path)
-        assert json.loads(path.read_text()) == json.loads(json.dumps(wc.rankmap_dict(lower)))
+        wc.save_rankmap(lower, tmp_path / "expected.json")  # what `welore plan --err 40 -o` writes
+        assert path.read_bytes() == (tmp_path / "expected.json").read_bytes()
+        assert json.loads(path.read_text())["achieved_err"] == pytest.approx(lower.achieved_err)
 
         page.get_by_role("link", name="Compress & evaluate").click()
         page.get_by_role("button", name="Launch").wait_for(timeout=60_000)
