@@ -6,7 +6,7 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard import cached
-from dashboard.state import picked_model, svd_setting
+from dashboard.state import picked_model, spectra_with_progress, svd_setting
 
 st.title("Model")
 st.caption("Pick the model in the sidebar: the embedded SmolLM2-135M-Instruct, a local folder, a .gguf, a "
@@ -30,17 +30,7 @@ dtype, method = svd_setting()
 st.caption(f"Singular values of every linear layer in the blocks ({method}, {dtype}), cached per layer under "
            "cache/spectra: an interrupted run resumes, a warm load takes milliseconds.")
 if st.button("Compute / load spectra", type="primary"):
-    bar = st.progress(0.0, text="starting …")
-    try:
-        spectra = cached.spectra(spec, dtype, method,
-                                 progress=lambda d, t, n: bar.progress(d / t, text=f"SVD {d}/{t}: {n}"))
-    except wc.WeLoreError as err:
-        bar.empty()
-        st.error(str(err))
-        st.stop()
-    bar.empty()
-    for note in spectra.notes:
-        st.warning(note)
+    spectra = spectra_with_progress(spec)
     st.success(f"{len(spectra.layers)} layers: {spectra.from_cache} from the cache, "
                f"{len(spectra.layers) - spectra.from_cache} computed, in {spectra.seconds:.2f} s.")
     st.page_link("dashboard/page_plan.py", label="Explore spectra and choose a rank plan →")

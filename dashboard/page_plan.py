@@ -5,7 +5,7 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard import cached, plan_tabs
-from dashboard.state import picked_model, svd_setting
+from dashboard.state import picked_model, spectra_with_progress
 
 TABS = ["Rank plan", "Spectra", "Layers", "Compare strategies", "Rank map"]
 
@@ -14,18 +14,7 @@ st.caption("Where is this LLM low-rank? Singular values per layer, one global th
            "(WeLore, arXiv 2407.11239).")
 
 spec, info = picked_model()
-dtype, method = svd_setting()
-bar = st.progress(0.0, text="loading spectra …")
-try:
-    spectra = cached.spectra(spec, dtype, method,
-                             progress=lambda done, total, name: bar.progress(done / total, text=f"SVD {done}/{total}: {name}"))
-except wc.WeLoreError as err:
-    bar.empty()
-    st.error(str(err))
-    st.stop()
-bar.empty()
-for note in spectra.notes:
-    st.warning(note)
+spectra = spectra_with_progress(spec)
 
 blocks = len({l.block for l in spectra.layers if l.block >= 0})
 cols = st.columns(4)

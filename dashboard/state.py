@@ -6,6 +6,7 @@ import os
 
 import streamlit as st
 
+import welore_core as wc
 from welore_core.modelinfo import SOURCE_KINDS, ModelInfo, guess_kind
 
 KIND_LABELS = {
@@ -54,7 +55,6 @@ def current_model() -> tuple[str, str]:
 def picked_model() -> tuple[str, ModelInfo]:
     """The picked model, resolved and checked against the chosen kind; stops the page with a clear
     message (never a traceback) when the path is missing, wrong or not a model."""
-    import welore_core as wc
     from welore_core.modelinfo import describe_model, expect_kind
 
     spec, kind = current_model()
@@ -74,3 +74,24 @@ def picked_model() -> tuple[str, ModelInfo]:
 def svd_setting() -> tuple[str, str]:
     """(dtype, method) chosen in the sidebar; the defaults when a page runs on its own."""
     return str(st.session_state.get("svd_dtype", "float32")), str(st.session_state.get("svd_method", "svdvals"))
+
+
+def spectra_with_progress(spec: str) -> wc.Spectra:
+    """The picked model's spectra with a progress bar while layers are computed; a failure stops the page
+    with its message, and cache repairs or discovery notes are shown as warnings."""
+    from dashboard import cached
+
+    dtype, method = svd_setting()
+    bar = st.progress(0.0, text="loading spectra …")
+    try:
+        spectra = cached.spectra(spec, dtype, method,
+                                 progress=lambda done, total, name: bar.progress(done / total,
+                                                                                 text=f"SVD {done}/{total}: {name}"))
+    except wc.WeLoreError as err:
+        st.error(str(err))
+        st.stop()
+    finally:
+        bar.empty()
+    for note in spectra.notes:
+        st.warning(note)
+    return spectra
