@@ -79,14 +79,16 @@ store = JobStore()
 with st.sidebar:
     st.header("Run")
     known = _known_runs()
-    choice = st.selectbox("Stored run", known, help="from the URL, $WELORE_DYNAMICS_RUN or the run registry") if known else None
+    choice = (st.selectbox("Stored run", known, help="from the URL, $WELORE_DYNAMICS_RUN or the run registry")
+              if known else None)
     typed = st.text_input("Or a run folder", "", placeholder="cache/dynamics/small-…")
     st.header("Scoring")
     k = st.slider("Threshold k (normalised singular value)", 0.01, 0.9, 0.1, 0.01,
                   help="rank kept = number of min-max normalised singular values >= k, as in a WeLore plan")
     tail = st.slider("Late training = last fraction of checkpoints", 0.1, 1.0, 0.5, 0.05)
     source = st.selectbox("Gradients for cosines", ["auto", "full", "sketch"],
-                          help="full: stored float16 gradients (small layers); sketch: count sketches (every layer)")
+                          help="full: stored float16 gradients (layers up to full_max entries; across layers, "
+                               "the others use their sketch); sketch: count sketches (every layer)")
 
 with st.expander("Launch a new run", expanded=not known and not typed):
     with st.form("launch"):
@@ -132,7 +134,8 @@ if not folder:
 try:
     run = load_run(folder)
     stamp = _stamp(folder)
-    summary, over_time, claim = _across(folder, stamp, k, "minmax", tail, source)
+    # "full" cannot hold for layers too large to store whole: across layers it means "full where stored"
+    summary, over_time, claim = _across(folder, stamp, k, "minmax", tail, "auto" if source == "full" else source)
 except wc.WeLoreError as problem:
     st.error(str(problem))
     st.stop()

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from .checkpoint import load_compressed, save_compressed
 from .compress import CompressionConfig, CompressionReport, collect_grams, compress_model, count_parameters
+from .dynamics import DynamicsConfig, build_model, default_folder, load_preset, presets, run_dynamics
+from .dynamics_analysis import (DynamicsRun, EmergenceConfig, claim_check, cosine_matrix, emergence_over_time,
+                                emergence_summary, gradient_cosine, gradient_cosines, gradient_vectors, load_run,
+                                spectra_over_time)
 from .errors import RankMapError, WeLoreError
 from .evaluate import EvalConfig, EvalResult, load_corpus, perplexity, tokenize_corpus
 from .experiments import (Calibration, compress_and_evaluate, evaluate_model, load_for_eval, sensitivity_of,
@@ -27,6 +31,9 @@ from .threshold import NORMALIZATIONS, normalize, paper_threshold, solve_thresho
 __version__ = "0.1.0"
 
 __all__ = [
+    "DynamicsConfig", "DynamicsRun", "EmergenceConfig", "build_model", "claim_check", "cosine_matrix", "default_folder",
+    "emergence_over_time", "emergence_summary", "gradient_cosine", "gradient_cosines", "gradient_vectors", "load_preset",
+    "load_run", "presets", "run_dynamics", "spectra_over_time",
     "Calibration", "CompressionConfig", "CompressionReport", "EvalConfig", "EvalResult", "LowRankLinear", "Registry",
     "collect_grams", "compress_and_evaluate", "compress_model", "count_parameters", "evaluate_model", "load_compressed", "load_corpus",
     "load_for_eval", "perplexity", "save_compressed", "sensitivity_of", "sensitivity_scan", "sweep", "tokenize_corpus",

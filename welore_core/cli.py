@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_args(p, seqlen=512)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_sensitivity)
+    from .cli_dynamics import register as register_dynamics
+
+    register_dynamics(sub)
     for action in sub.choices.values():
         action.add_argument("-v", "--verbose", action="store_true", help="human-readable output even with --json")
     return parser
