@@ -32,6 +32,8 @@ bench: install
 	$(BIN)/python bench/bench_eval_throughput.py
 	$(BIN)/python bench/bench_inference.py
 	$(BIN)/python bench/bench_ppl.py
+	$(BIN)/python bench/bench_dashboard.py
+	$(BIN)/python bench/bench_finetune.py --err 50 --steps 8
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

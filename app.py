@@ -14,6 +14,7 @@ pages = st.navigation([
     st.Page("dashboard/page_model.py", title="Model"),
     st.Page("dashboard/page_evaluate.py", title="Compress & evaluate"),
     st.Page("dashboard/page_sensitivity.py", title="Sensitivity"),
+    st.Page("dashboard/page_finetune.py", title="Fine-tune"),
     st.Page("dashboard/page_dynamics.py", title="Gradient dynamics"),
 ])
 model_picker()  # entry-point widgets keep their state on every page

@@ -14,18 +14,19 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard.jobview import job_panel, launch
+from dashboard.state import picked_model
 from welore_core.downstream import TASKS
 from welore_core.finetune import MODES, FinetuneConfig
 from welore_core.finetune_report import finetune_runs, loss_curves_figure, runs_frame, with_ratios
-from welore_core.finetune_run import finetune
+from welore_core.finetune_run import run_finetune
 from welore_core.jobs import JobStore, Progress
 
 st.title("Fine-tune")
 st.caption("WeLore's proposal (arXiv 2407.11239 §4): train only the factors of the Low-Rank Components, N-LRCs "
            "frozen. Compare it with training the N-LRCs, everything, LoRA adapters or GaLore on the same data.")
-model = st.sidebar.text_input("Model", value=os.environ.get("WELORE_MODEL", ""), key="ft_model",
-                              placeholder="embedded SmolLM2-135M-Instruct",
-                              help="a compressed folder; a dense model is compressed at the ERR below first")
+model, info = picked_model()  # a compressed folder; a dense model is compressed at the ERR below first
+st.caption(f"Model: **{info.label}** ({info.kind})" + ("" if info.kind == "compressed" else
+                                                       " — dense: compressed at the ERR below before training"))
 default_data = os.environ.get("WELORE_FT_DATA", str(wc.data_dir() / "tinyshakespeare" / "input.txt"))
 
 with st.form("finetune"):
@@ -35,8 +36,8 @@ with st.form("finetune"):
     data = c2.text_input("Text file", value=default_data, key="ft_data", help="a text file, wikitext2 or hub:NAME")
     task = c3.selectbox("Task", sorted(TASKS), key="ft_task")
     d1, d2, d3, d4 = st.columns(4)
-    steps = d1.number_input("Steps", 1, 100_000, int(os.environ.get("WELORE_FT_STEPS", 20)), key="ft_steps")
-    seqlen = d2.number_input("Seqlen", 8, 8192, int(os.environ.get("WELORE_FT_SEQLEN", 128)), key="ft_seqlen")
+    steps = d1.number_input("Steps", 1, 100_000, int(os.environ.get("WELORE_FT_STEPS", "20")), key="ft_steps")
+    seqlen = d2.number_input("Seqlen", 8, 8192, int(os.environ.get("WELORE_FT_SEQLEN", "128")), key="ft_seqlen")
     batch = d3.number_input("Batch size", 1, 512, 4, key="ft_batch")
     lr = d4.number_input("Learning rate", 1e-7, 1.0, 1e-4, format="%.1e", key="ft_lr")
     e1, e2, e3, e4 = st.columns(4)
@@ -59,7 +60,7 @@ def run_modes(spec: str | None, base: FinetuneConfig, picked: list[str], folder:
             def each(done: int, total: int, message: str, i: int = i) -> None:
                 progress(i * base.steps + done, len(picked) * base.steps, message)
 
-            result = finetune(spec, replace(base, mode=mode), folder / mode, each)
+            result = run_finetune(spec, replace(base, mode=mode), folder / mode, each)
             results.append({k: v for k, v in result.items() if k not in ("before", "after", "config")})
         return {"runs": results}
     return job
@@ -69,16 +70,16 @@ if launched:
     try:
         if not modes:
             raise wc.WeLoreError("pick at least one mode")
-        spec = model.strip() or None
-        is_compressed = spec is not None and (Path(spec).expanduser() / "welore-manifest.json").is_file()
+        spec = model or None
+        is_compressed = info.kind == "compressed"
         config = FinetuneConfig(mode=modes[0], data=data.strip() if kind == "text" else "",
                                 task=task if kind != "text" else "", steps=int(steps), seqlen=int(seqlen),
                                 batch_size=int(batch), lr=float(lr), forget_tokens=int(forget),
-                                eval_tokens=max(int(seqlen), 8 * int(seqlen)), lora_rank=int(lora_rank),
+                                eval_tokens=8 * int(seqlen), lora_rank=int(lora_rank),
                                 galore_rank=int(galore_rank),
                                 err=float(err) if err > 0 and not is_compressed else None, save_every=0)
-        launch(store, "finetune", {"model": model, "modes": modes, "steps": int(steps), "data": config.data or config.task},
-               run_modes(spec, config, modes, Path(out).expanduser()), "ft")
+        params = {"model": model, "modes": modes, "steps": int(steps), "data": config.data or config.task}
+        launch(store, "finetune", params, run_modes(spec, config, modes, Path(out).expanduser()), "ft")
     except wc.WeLoreError as problem:
         st.error(str(problem))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -12,6 +13,16 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("WELORE_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Training tests on tiny matrices: one thread is faster, steady on a shared machine, and bit-identical
+    across runs (resume tests compare exact tensors). Modules opt in with usefixtures."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_llama(layers: int = 3, seed: int = 0, bias: bool = False) -> torch.nn.Module:

@@ -5,7 +5,6 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +41,7 @@ def sketch_tolerance(c: np.ndarray, m: int) -> np.ndarray:
     return 4 * (1 - c**2) / math.sqrt(m) + 2e-3
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is faster and steady on a shared machine, and keeps runs bit-identical."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 @pytest.fixture(scope="module")

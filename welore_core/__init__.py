@@ -11,7 +11,12 @@ from .dynamics import DynamicsConfig, build_model, default_folder, load_preset, 
 from .dynamics_analysis import (DynamicsRun, EmergenceConfig, claim_check, cosine_matrix, emergence_over_time,
                                 emergence_summary, gradient_cosine, gradient_cosines, gradient_vectors, load_run,
                                 spectra_over_time)
+from .downstream import TASKS as DOWNSTREAM_TASKS
+from .downstream import load_task
 from .errors import RankMapError, WeLoreError
+from .finetune import MODES as FINETUNE_MODES
+from .finetune import FinetuneConfig, Prepared, build_optimizer, prepare_model, state_bytes
+from .finetune_run import run_finetune
 from .evaluate import EvalConfig, EvalResult, load_corpus, perplexity, tokenize_corpus
 from .experiments import (Calibration, compress_and_evaluate, evaluate_model, load_for_eval, sensitivity_of,
                           sensitivity_scan, sweep)
@@ -31,6 +36,8 @@ from .threshold import NORMALIZATIONS, normalize, paper_threshold, solve_thresho
 __version__ = "0.1.0"
 
 __all__ = [
+    "DOWNSTREAM_TASKS", "FINETUNE_MODES", "FinetuneConfig", "Prepared", "build_optimizer", "load_task", "prepare_model",
+    "run_finetune", "state_bytes",
     "DynamicsConfig", "DynamicsRun", "EmergenceConfig", "build_model", "claim_check", "cosine_matrix", "default_folder",
     "emergence_over_time", "emergence_summary", "gradient_cosine", "gradient_cosines", "gradient_vectors", "load_preset",
     "load_run", "presets", "run_dynamics", "spectra_over_time",

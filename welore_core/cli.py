@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_dynamics(sub)
     for action in sub.choices.values():
         action.add_argument("-v", "--verbose", action="store_true", help="human-readable output even with --json")
+    from .cli_finetune import register as register_finetune
+
+    register_finetune(sub)  # after the loop: it adds its own -v
     return parser
 
 

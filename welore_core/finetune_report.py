@@ -1,0 +1,69 @@
+"""Fine-tuning runs from the registry, side by side: one row per run, loss curves overlaid per mode.
+
+Pure functions of the registry (or of result dicts) for the dashboard, the benchmark and reports.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .registry import SCHEMA, Registry, connect
+
+MODE_COLOURS = {"lrc": "#2ca02c", "nlrc": "#d62728", "full": "#444444", "lora": "#1f77b4", "galore": "#ff7f0e"}
+COLUMNS = ("id", "created", "mode", "model", "data", "steps", "trainable_params", "total_params", "final_loss",
+           "heldout_ppl_before", "heldout_ppl_after", "wikitext_ppl_after", "accuracy_after", "peak_memory_mib",
+           "peak_memory_kind", "state_mib", "tokens_per_s", "output")
+
+
+def runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per fine-tuning result (identifying columns first); `loss_curve` kept as a list column."""
+    rows = []
+    for r in results:
+        row = {c: r.get(c) for c in COLUMNS}
+        row["loss_curve"] = r.get("loss_curve") or []
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*COLUMNS, "loss_curve"])
+
+
+def finetune_runs(registry: Registry | None = None, limit: int = 200) -> pd.DataFrame:
+    """Every recorded fine-tuning run, newest first."""
+    registry = registry or Registry.default()
+    with connect(registry.path, SCHEMA) as conn:
+        rows = conn.execute("SELECT id, created, result FROM runs WHERE kind = 'finetune' ORDER BY id DESC LIMIT ?",
+                            (limit,)).fetchall()
+    return runs_frame([{**json.loads(result), "id": run_id, "created": created} for run_id, created, result in rows])
+
+
+def with_ratios(df: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:
+    """Add memory / throughput / trainable ratios against the newest `baseline` run with the same steps and data."""
+    out = df.copy()
+    for column in ("trainable_params", "peak_memory_mib", "state_mib", "tokens_per_s"):
+        ratios = []
+        for _, row in out.iterrows():
+            base = out[(out["mode"] == baseline) & (out["data"] == row["data"]) & (out["steps"] == row["steps"])]
+            value = base[column].iloc[0] if len(base) else None
+            ratios.append(row[column] / value if value and row[column] is not None else None)
+        out[f"{column}_vs_{baseline}"] = ratios
+    return out
+
+
+def loss_curves_figure(df: pd.DataFrame) -> go.Figure:
+    """Training loss against step, one line per run, coloured by mode (the paper's Figure 5 / Figure 8 view)."""
+    fig = go.Figure()
+    shown: set[str] = set()
+    for _, row in df.iterrows():
+        curve = row["loss_curve"] or []
+        if not curve:
+            continue
+        mode = str(row["mode"])
+        hover = f"{mode} (run {row['id']})<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"
+        fig.add_trace(go.Scatter(x=[p[0] for p in curve], y=[p[1] for p in curve], mode="lines", name=mode,
+                                 legendgroup=mode, showlegend=mode not in shown,
+                                 line={"color": MODE_COLOURS.get(mode)}, hovertemplate=hover))
+        shown.add(mode)
+    fig.update_layout(title="Training loss per mode", xaxis_title="optimizer step", yaxis_title="loss (nats/token)",
+                      legend_title_text="mode", height=420, margin={"t": 50})
+    return fig
