@@ -142,12 +142,15 @@ def runs_figure(runs: pd.DataFrame, x: str = "err") -> go.Figure:
             customdata=part[["model", "err", "params", "tokens"]].astype(str).to_numpy(),
             hovertemplate=f"{strategy} ({mode})<br>%{{customdata[0]}}<br>ERR %{{customdata[1]}} %, "
                           "%{customdata[2]} params<br>PPL %{y:.3f} on %{customdata[3]} tokens<extra></extra>"))
-    if not dense.empty:
+    if not dense.empty:  # a line trace, not a shape: shapes on a log axis take log10 coordinates
         base = float(dense["ppl"].iloc[0])
-        fig.add_hline(y=base, line={"dash": "dash", "color": "#444444"}, annotation_text=f"dense {base:.2f}")
+        xs = (df["params"] / 1e6 if x == "params" else df["err"].fillna(0.0)).astype(float)
+        fig.add_trace(go.Scatter(x=[xs.min(), xs.max()], y=[base, base], mode="lines", name=f"dense ({base:.2f})",
+                                 line={"dash": "dash", "color": "#444444"},
+                                 hovertemplate=f"dense model: PPL {base:.3f}<extra></extra>"))
         if x == "params":
             fig.add_trace(go.Scatter(x=dense["params"].iloc[:1] / 1e6, y=[base], mode="markers", name="dense",
-                                     marker={"color": "#444444", "size": 10, "symbol": "star"},
+                                     marker={"color": "#444444", "size": 10, "symbol": "star"}, showlegend=False,
                                      hovertemplate="dense<br>%{x:.2f} M params, PPL %{y:.3f}<extra></extra>"))
     fig.update_layout(xaxis_title="parameters (M)" if x == "params" else "effective rank reduction (%)",
                       yaxis_title="perplexity (log)", yaxis_type="log", height=400, legend_title_text="strategy (mode)",

@@ -89,7 +89,7 @@ else:
     chart_model = r1.selectbox("Model", models, index=models.index(info.label) if info.label in models else 0)
     part = runs[runs["model"] == chart_model]
     setting = part[["dataset", "seqlen", "token_budget"]].astype(str).agg(" · ".join, axis=1)
-    settings = list(dict.fromkeys(setting))
+    settings = list(setting.value_counts().index)  # the setting with the most runs first
     chosen = r2.selectbox("Data · seqlen · token budget", settings)
     axis = r3.radio("x axis", ["ERR", "parameters"], horizontal=True)
     r4.metric("Runs", int((setting == chosen).sum()))
