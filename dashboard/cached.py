@@ -1,7 +1,10 @@
 """The dashboard's one module of cached calls into welore_core (hashable ids beside `_objects`)."""
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
 
 import streamlit as st
 
@@ -30,3 +33,30 @@ def fingerprint(model: str) -> str:
     from welore_core.experiments import source_fingerprint
 
     return source_fingerprint(wc.resolve_model(model or None))
+
+
+def dynamics_stamp(folder: str) -> tuple[float, int]:
+    """Changes whenever the run writes a checkpoint: the cache key of everything read from it."""
+    path = Path(folder)
+    meta = path / "run.json"
+    return (meta.stat().st_mtime if meta.is_file() else 0.0, len(list((path / "records").glob("step-*.npz"))))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def dynamics_across(folder: str, stamp: tuple[float, int], k: float, normalization: str, tail: float,
+                    source: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Emergence summary (one row per layer), its course over training, and the claim check of a run."""
+    run = wc.load_run(folder)
+    config = wc.EmergenceConfig(k=k, normalization=normalization, tail=tail, source=source)
+    cosines = wc.gradient_cosines(run, source)
+    summary = wc.emergence_summary(run, config, cosines)
+    return summary, wc.emergence_over_time(run, config, cosines), wc.claim_check(summary)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def dynamics_layer(folder: str, stamp: tuple[float, int], name: str, source: str) -> dict[str, Any]:
+    """One layer of a run: gradient cosine matrix, and gradient and weight spectra over training."""
+    run = wc.load_run(folder)
+    cos, used = wc.gradient_cosine(run, name, source)
+    return {"cos": cos, "used": used, "grad": wc.spectra_over_time(run, name, "grad"),
+            "weight": wc.spectra_over_time(run, name, "weight"), "steps": run.steps}

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 import welore_core as wc
+from dashboard import cached
 from dashboard.jobview import job_panel, launch
 from welore_core.charts_dynamics import (
     METRICS,
@@ -27,45 +26,13 @@ from welore_core.charts_dynamics import (
 )
 from welore_core.dynamics import DynamicsConfig, default_folder, presets, run_dynamics
 from welore_core.dynamics_analysis import (
-    EmergenceConfig,
-    claim_check,
-    emergence_over_time,
-    emergence_summary,
-    gradient_cosine,
-    gradient_cosines,
     load_run,
-    spectra_over_time,
 )
 from welore_core.jobs import JobStore
 
 st.title("Gradient dynamics")
 st.caption("Pretrain a small LLaMA from scratch and watch, per layer, whether its gradients keep changing and "
            "its weights become low-rank (WeLore §2, Figures 2, 3 and 9).")
-
-
-def _stamp(folder: str) -> tuple[float, int]:
-    """Changes whenever the run writes a checkpoint: the cache key of everything read from it."""
-    path = Path(folder)
-    meta = path / "run.json"
-    return (meta.stat().st_mtime if meta.is_file() else 0.0, len(list((path / "records").glob("step-*.npz"))))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _across(folder: str, stamp: tuple[float, int], k: float, normalization: str, tail: float,
-            source: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    run = load_run(folder)
-    config = EmergenceConfig(k=k, normalization=normalization, tail=tail, source=source)
-    cosines = gradient_cosines(run, source)
-    summary = emergence_summary(run, config, cosines)
-    return summary, emergence_over_time(run, config, cosines), claim_check(summary)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _one_layer(folder: str, stamp: tuple[float, int], name: str, source: str) -> dict[str, Any]:
-    run = load_run(folder)
-    cos, used = gradient_cosine(run, name, source)
-    return {"cos": cos, "used": used, "grad": spectra_over_time(run, name, "grad"),
-            "weight": spectra_over_time(run, name, "weight"), "steps": run.steps}
 
 
 def _known_runs() -> list[str]:
@@ -133,9 +100,9 @@ if not folder:
     st.stop()
 try:
     run = load_run(folder)
-    stamp = _stamp(folder)
+    stamp = cached.dynamics_stamp(folder)
     # "full" cannot hold for layers too large to store whole: across layers it means "full where stored"
-    summary, over_time, claim = _across(folder, stamp, k, "minmax", tail, "auto" if source == "full" else source)
+    summary, over_time, claim = cached.dynamics_across(folder, stamp, k, "minmax", tail, "auto" if source == "full" else source)
 except wc.WeLoreError as problem:
     st.error(str(problem))
     st.stop()
@@ -176,7 +143,7 @@ names = [l.name for l in run.layers]
 name = st.selectbox("Layer", names, index=0)
 scale = st.radio("Spectra colour scale", ["linear", "log"], horizontal=True)
 try:
-    view = _one_layer(folder, stamp, name, source)
+    view = cached.dynamics_layer(folder, stamp, name, source)
 except wc.WeLoreError as problem:
     st.error(str(problem))
     st.stop()
