@@ -148,3 +148,22 @@ def test_cache_files_are_readable_by_others(llama_dir: Path, isolated_cache: Pat
     umask = os.umask(0)
     os.umask(umask)
     assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in _records(isolated_cache))
+
+
+def test_atomic_folder_replaces_whole_or_leaves_the_old_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from welore_core.storage import atomic_folder
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    try:
+        with atomic_folder(target) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (target / "old.txt").read_text() == "old"
+    with atomic_folder(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -9,7 +9,6 @@ modules of the recorded ranks and assigns the saved tensors, so logits are bit-i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from .compress import CompressionReport, count_parameters
 from .errors import WeLoreError
 from .layers import linear_weight
 from .lowrank import LowRankLinear
-from .storage import atomic_write_text
+from .storage import atomic_folder, atomic_write_text
 
 MANIFEST = "welore-manifest.json"
 FORMAT = "welore.compressed/v1"
@@ -46,10 +45,7 @@ def save_compressed(model: nn.Module, folder: Path, rankmap: dict[str, Any], rep
         raise WeLoreError(f"output {folder} exists and is not a compressed model folder; choose a new path")
     if source_folder is not None and folder.resolve() == Path(source_folder).resolve():
         raise WeLoreError(f"output {folder} is the source model's folder; choose a new path")
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as tmp:
         save_file(_unique_tensors(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         model.config.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
@@ -64,12 +60,6 @@ def save_compressed(model: nn.Module, folder: Path, rankmap: dict[str, Any], rep
                     "factored": report.factored, "truncated": report.truncated,
                     "params_before": report.params_before, "params_after": count_parameters(model)}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

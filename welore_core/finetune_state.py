@@ -15,7 +15,6 @@ atomically: a crash leaves either the previous checkpoint or the new one, never 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from .checkpoint import is_compressed_folder, read_manifest, save_compressed
 from .compress import CompressionReport
 from .errors import WeLoreError
 from .sources import ModelSource, read_header
-from .storage import atomic_write_text
+from .storage import atomic_folder, atomic_write_text
 
 RECORD = "welore-finetune.json"  # beside the weights of a fine-tuned output folder: the run's result
 LATEST = "latest"
@@ -119,18 +118,10 @@ def save_model(model: nn.Module, folder: Path, layout: Layout, stored: bool = Fa
         return save_compressed(model, folder, layout.rankmap, layout.report, layout.source.path, layout.source.label)
     if not replace:
         check_output(folder, layout.source)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp)
         if layout.tokenizer is not None:
             layout.tokenizer.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -169,10 +160,7 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, layout: Layout, opt
                     scheduler: Any, state: dict[str, Any], adapter: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint `step` (see the module docstring), point `latest` at it, drop older ones."""
     name = f"step-{step:06d}"
-    tmp = root / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(root / name) as tmp:
         save_model(model, tmp / "model", layout)
         if adapter is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in adapter.items()}, str(tmp / "adapter.safetensors"))
@@ -183,11 +171,6 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, layout: Layout, opt
         torch.save({"optimizer": plain, "projectors": projectors, "scheduler": scheduler.state_dict(), "rng": rng},
                    tmp / "training.pt")
         atomic_write_text(tmp / "state.json", json.dumps(state) + "\n")
-        shutil.rmtree(root / name, ignore_errors=True)
-        os.replace(tmp, root / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     atomic_write_text(root / LATEST, name + "\n")
     for old in root.glob("step-*"):
         if old.name != name:

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from filelock import FileLock
 
 from .errors import WeLoreError
 from .paths import cache_dir
+from .storage import atomic_folder
 
 if TYPE_CHECKING:
     from .layers import LayerInfo
@@ -188,8 +188,6 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -199,11 +197,10 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.hf_quantizer = None
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / marker.name).write_text(json.dumps(stamp, indent=1))
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+        with atomic_folder(out) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / marker.name).write_text(json.dumps(stamp, indent=1))
     return out
 
 

@@ -1,9 +1,12 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename — readers never see half a file."""
+"""Atomic writes: a temp file (or folder) beside the target, then a rename — readers never see half of one."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 _UMASK = os.umask(0)
@@ -31,3 +34,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """Yield an empty temp folder beside `folder`; when the block succeeds it replaces `folder` whole, and
+    on any error (or Ctrl-C) it is removed, leaving `folder` as it was."""
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
