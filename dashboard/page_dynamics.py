@@ -128,7 +128,7 @@ m[0].metric("Rank at k, attention in first/last blocks", f"{claim['terminal_atte
 m[1].metric("Rank at k, MLPs in middle blocks", f"{claim['middle_mlp_rank']:.3f}")
 m[2].metric("Spearman(saturation, rank)", f"{claim['spearman_saturation_vs_rank']:.2f}",
             help="> 0: layers whose gradients saturate stay higher-rank, as the paper predicts")
-summary_metrics = [c for c in summary.columns if c in METRICS]
+summary_metrics = sorted((c for c in summary.columns if c in METRICS), key=list(METRICS).index)  # "end" first
 left, right = st.columns(2)
 metric = left.selectbox("Metric", summary_metrics, format_func=lambda c: METRICS[c])
 left.plotly_chart(emergence_heatmap_figure(summary, metric), width="stretch", theme=None)

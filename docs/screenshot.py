@@ -4,8 +4,8 @@
     .venv/bin/python docs/screenshot.py http://127.0.0.1:8599 docs/
 
 Writes dashboard.png (rank plan tab), dashboard-spectra.png, dashboard-layers.png, dashboard-compare.png,
-dashboard-model.png, dashboard-evaluate.png and dashboard-sensitivity.png (the last two show whatever
-jobs the URL's query parameters name, plus the run registry).
+dashboard-model.png, dashboard-evaluate.png, dashboard-sensitivity.png, dashboard-finetune.png and
+dashboard-dynamics.png (those show the run registry's runs and whatever jobs the URL names).
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def main(url: str, out: Path) -> None:
             _settle(page, charts=name != "layers")
             page.screenshot(path=str(out / f"dashboard-{name}.png"), full_page=True)
         for link, name, charts in (("Model", "model", False), ("Compress & evaluate", "evaluate", True),
-                                   ("Sensitivity", "sensitivity", False)):
+                                   ("Sensitivity", "sensitivity", False), ("Fine-tune", "finetune", True),
+                                   ("Gradient dynamics", "dynamics", True)):
             page.get_by_role("link", name=link).click()
             page.get_by_role("heading", name=link, exact=True).first.wait_for(timeout=60_000)
             _settle(page, charts)

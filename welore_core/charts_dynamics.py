@@ -111,7 +111,7 @@ def saturation_figure(summary: pd.DataFrame, metric: str = "w_rank_k_frac_end") 
             customdata=part["name"], hovertemplate="%{customdata}<br>saturation %{x:.3f}<br>" + metric
                                                    + " %{y:.3f}<extra></extra>"))
     rho = claim_check(summary, metric)["spearman_saturation_vs_rank"]
-    fig.update_layout(title=f"Gradient saturation vs final weight rank (Spearman ρ = {rho:.2f}; labels = block)",
+    fig.update_layout(title=f"Saturation vs final rank (ρ = {rho:.2f}; labels = block)",
                       xaxis_title=METRICS["g_saturation"], yaxis_title=METRICS.get(metric, metric), height=440,
                       legend_title_text="layer type", margin={"t": 50, "b": 10})
     return fig
@@ -143,7 +143,7 @@ def loss_figure(losses: pd.DataFrame, steps: np.ndarray, probe_loss: np.ndarray)
     fig.add_trace(go.Scatter(x=steps, y=probe_loss, mode="lines+markers", name="probe batch (held out)",
                              line={"color": "#08519c"}, hovertemplate="step %{x}: probe %{y:.3f}<extra></extra>"))
     fig.update_layout(title="Loss", xaxis_title="training step", yaxis_title="cross-entropy (nats / token)",
-                      height=360, margin={"t": 50, "b": 10})
+                      height=360, margin={"t": 50, "b": 50})
     return fig
 
 
