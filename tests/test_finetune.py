@@ -84,7 +84,12 @@ def test_each_mode_trains_exactly_its_claimed_set(mode: str) -> None:
     prepared.model(input_ids=torch.randint(0, 64, (2, 16)), labels=torch.randint(0, 64, (2, 16))).loss.backward()
     optimizer.step()
     memory = state_bytes(prepared, optimizer)
-    assert memory["grads"] == 4 * prepared.trainable_params
+    params = dict(model.named_parameters())
+    if mode == "lora":
+        expected = sum(8 * (m.in_features + m.out_features) for m in linears)
+    else:
+        expected = sum(params[n].numel() for n in claimed)  # from the claimed names, not the prepared set
+    assert memory["grads"] == 4 * expected
     if mode != "galore":  # AdamW: two float32 moments and a step counter per trainable tensor
         assert memory["optimizer"] == 8 * prepared.trainable_params + 4 * len(prepared.trainable)
     else:  # GaLore keeps the moments of the block weights at rank <= 8, plus their projection matrices
@@ -125,6 +130,9 @@ def test_a_cancelled_run_resumes_to_the_same_weights(mode: str, compressed_dir: 
     assert not (tmp_path / "resumed").exists()
     resumed = run_finetune(compressed_dir, settings, tmp_path / "resumed")
     assert resumed["resumed_from"] == 3 and resumed["steps_this_run"] == 3
+    # throughput covers the whole run, both sessions; this session's share is reported beside it
+    assert resumed["tokens"] == straight["tokens"] == 6 * 4 * 32 and resumed["session_tokens"] == 3 * 4 * 32
+    assert resumed["train_seconds"] > resumed["session_seconds"] > 0
     assert resumed["loss_curve"] == straight["loss_curve"]
     a, b = tensors(tmp_path / "straight"), tensors(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -264,3 +272,15 @@ def test_new_core_modules_import_without_streamlit_or_training_stacks() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout
     assert out.strip() == "[]"
+
+
+def test_ratios_compare_only_runs_of_the_same_model_and_shape() -> None:
+    from welore_core.finetune_report import runs_frame, with_ratios
+
+    def run(mode: str, model: str, seqlen: int, tps: float) -> dict:  # type: ignore[type-arg]
+        return {"mode": mode, "model": model, "data": "d", "steps": 8, "trainable_params": 10, "peak_memory_mib": 1.0,
+                "state_mib": 1.0, "tokens_per_s": tps, "config": {"seqlen": seqlen, "batch_size": 4}}
+
+    df = with_ratios(runs_frame([run("lrc", "a", 128, 300.0), run("full", "b", 128, 100.0), run("full", "a", 256, 50.0),
+                                 run("full", "a", 128, 150.0)]))
+    assert df["tokens_per_s_vs_full"].iloc[0] == pytest.approx(2.0)  # against model a at seqlen 128 only

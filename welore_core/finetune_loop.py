@@ -118,6 +118,7 @@ class Session:
         if cuda:
             torch.cuda.reset_peak_memory_stats(acc.device)
         scope = "training loop" if reset_peak_rss() else "process"
+        peaks: list[float | None] = []  # peak memory of each stretch between checkpoints
         stats = LoopStats()
         start, steps = int(state["step"]), config.steps
         self.model.train()
@@ -133,8 +134,10 @@ class Session:
             state["step"], state["tokens"] = step + 1, state["tokens"] + tokens
             state["train_seconds"] += stats.step_seconds[-1]
             saved = bool(config.save_every) and (step + 1) % config.save_every == 0 and step + 1 < steps
-            if saved:
+            if saved:  # writing a checkpoint (lora: a merged copy) is not training memory: keep it out of the peak
+                peaks.append(self._peak(cuda))
                 self.checkpoint(step + 1)
+                self._reset_peak(cuda)
             try:
                 say(step + 1, steps, f"{config.mode}: step {step + 1}/{steps}, loss {loss:.4f}")
             except BaseException:  # cancelled between steps: the state is consistent, keep it
@@ -142,13 +145,28 @@ class Session:
                     self.checkpoint(step + 1)
                 raise
         # read before the final checkpoint: writing one (and lora's merged copy) is not training memory
-        stats.peak_rss_mib = peak_rss_mib() if stats.tokens else None
-        stats.peak_memory_mib = torch.cuda.max_memory_allocated(acc.device) / 2**20 if cuda else stats.peak_rss_mib
+        if stats.tokens:
+            peaks.append(self._peak(cuda))
+            known = [p for p in peaks if p is not None]
+            stats.peak_memory_mib = max(known) if known else None
+            stats.peak_rss_mib = stats.peak_memory_mib if not cuda else peak_rss_mib()
         stats.peak_memory_kind = "cuda max allocated" if cuda else f"peak RSS ({scope})"
         stats.state_bytes = state_bytes(self.prepared, self.optimizer)
         if start < steps:
             self.checkpoint(steps)  # an evaluation or a write that fails after this resumes without retraining
         return stats
+
+    def _peak(self, cuda: bool) -> float | None:
+        """Peak memory (MiB) since the last reset: CUDA max allocated, or the process's peak RSS."""
+        if cuda:
+            return torch.cuda.max_memory_allocated(self.accelerator.device) / 2**20
+        return peak_rss_mib()
+
+    def _reset_peak(self, cuda: bool) -> None:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.accelerator.device)
+        else:
+            reset_peak_rss()
 
     def final_model(self) -> nn.Module:
         """The trained model, unwrapped (LoRA merged into its weights), in eval mode."""

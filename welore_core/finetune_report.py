@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from .registry import SCHEMA, Registry, connect
 
 MODE_COLOURS = {"lrc": "#2ca02c", "nlrc": "#d62728", "full": "#444444", "lora": "#1f77b4", "galore": "#ff7f0e"}
-COLUMNS = ("id", "created", "mode", "model", "data", "steps", "trainable_params", "total_params", "final_loss",
+COLUMNS = ("id", "created", "mode", "model", "data", "steps", "seqlen", "batch_size", "trainable_params",
+           "total_params", "final_loss",
            "heldout_ppl_before", "heldout_ppl_after", "wikitext_ppl_after", "accuracy_after", "peak_memory_mib",
            "peak_memory_kind", "state_mib", "tokens_per_s", "output")
 
@@ -23,6 +24,8 @@ def runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in results:
         row = {c: r.get(c) for c in COLUMNS}
+        config = r.get("config") or {}
+        row["seqlen"], row["batch_size"] = config.get("seqlen"), config.get("batch_size")
         row["loss_curve"] = r.get("loss_curve") or []
         rows.append(row)
     return pd.DataFrame(rows, columns=[*COLUMNS, "loss_curve"])
@@ -38,12 +41,17 @@ def finetune_runs(registry: Registry | None = None, limit: int = 200) -> pd.Data
 
 
 def with_ratios(df: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:
-    """Add memory / throughput / trainable ratios against the newest `baseline` run with the same steps and data."""
+    """Add memory / throughput / trainable ratios against the newest `baseline` run of the same model, data,
+    steps, seqlen and batch size (anything else would compare unlike runs)."""
     out = df.copy()
+    same = ["model", "data", "steps", "seqlen", "batch_size"]
     for column in ("trainable_params", "peak_memory_mib", "state_mib", "tokens_per_s"):
         ratios = []
         for _, row in out.iterrows():
-            base = out[(out["mode"] == baseline) & (out["data"] == row["data"]) & (out["steps"] == row["steps"])]
+            match = out["mode"] == baseline
+            for key in same:
+                match &= out[key] == row[key]
+            base = out[match]
             value = base[column].iloc[0] if len(base) else None
             ratios.append(row[column] / value if value and row[column] is not None else None)
         out[f"{column}_vs_{baseline}"] = ratios

@@ -31,11 +31,10 @@ from .evaluate import EvalConfig, check_seqlen, load_corpus, perplexity, tokeniz
 from .experiments import load_tokenizer, source_fingerprint
 from .finetune import FinetuneConfig
 from .finetune_loop import LoopStats, Session
-from .finetune_state import (RECORD, Layout, cast_like_input, check_output, compressed_layout, latest_checkpoint,
-                             remove_checkpoints, save_model, stored_dtypes)
+from .finetune_state import (LORA_BASE, RECORD, Layout, cast_like_input, check_output, compressed_layout,
+                             latest_checkpoint, remove_checkpoints, save_model, save_output, stored_dtypes)
 from .registry import Registry, plan_hash, run_key
 from .sources import ModelSource, load_model, resolve_model
-from .storage import atomic_write_text
 from .textdata import TextSplit, split_text, window_batch
 
 Progress = Callable[[int, int, str], None]
@@ -103,8 +102,10 @@ def _start_model(source: ModelSource, config: FinetuneConfig, tokenizer: Any,
     return model, Layout(source, tokenizer, rankmap, report, dtypes, default)
 
 
-def run_identity(source: ModelSource, config: FinetuneConfig, data: TrainData) -> dict[str, Any]:
-    """What determines a run's result (save_every does not; a rank map counts by its content)."""
+def run_identity(source: ModelSource, config: FinetuneConfig, data: TrainData,
+                 placement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What determines a run's result (save_every does not; a rank map counts by its content). `placement`
+    names the device type and process count: N processes train on N times the batches."""
     settings = asdict(config)
     settings.pop("save_every")
     if config.rankmap is not None:
@@ -113,7 +114,7 @@ def run_identity(source: ModelSource, config: FinetuneConfig, data: TrainData) -
         layers = read_rankmap(Path(config.rankmap).expanduser())["layers"]
         settings["rankmap"] = plan_hash({e["name"]: int(e["rank"]) for e in layers}, "lrc")
     return {"kind": "finetune", "fingerprint": source_fingerprint(source), "data_hash": data.digest,
-            "config": settings, "version": VERSION}
+            "config": settings, "version": VERSION, **(placement or {})}
 
 
 def evaluate(model: nn.Module, tokenizer: Any, data: TrainData, config: FinetuneConfig,
@@ -133,7 +134,12 @@ def evaluate(model: nn.Module, tokenizer: Any, data: TrainData, config: Finetune
         out.update(heldout_ppl=float(np.exp(nll)), heldout_nll=nll, heldout_tokens=count, accuracy=acc["accuracy"],
                    correct=acc["correct"], examples=acc["total"], predictions=acc["predictions"][:20])
     if config.forget_tokens:
-        ids = tokenize_corpus(tokenizer, load_corpus("wikitext2"))
+        wikitext = load_corpus("wikitext2")
+        if data.text is not None and data.digest == wikitext.digest:
+            # training on WikiText-2 test text: its perplexity measures fitting, not forgetting
+            out["wikitext_note"] = "skipped: the training data is the WikiText-2 test split"
+            return out
+        ids = tokenize_corpus(tokenizer, wikitext)
         ev = EvalConfig(data="wikitext2", seqlen=config.seqlen, tokens=config.forget_tokens,
                         batch_size=config.batch_size)
         out["wikitext_ppl"] = perplexity(model, ids, ev, report).ppl
@@ -172,7 +178,9 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     check_output(output, source)
     tokenizer = load_tokenizer(source)
     data = load_data(tokenizer, config)
-    identity = run_identity(source, config, data)
+    accelerator = _accelerator(config)
+    identity = run_identity(source, config, data, {"device_type": accelerator.device.type,
+                                                   "processes": accelerator.num_processes})
     key = run_key(**identity)
     done = _finished(output, key)
     if done is not None:
@@ -182,16 +190,15 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     if resume is not None and resume[1].get("key") != key:
         old = resume[1].get("config", {})
         diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity["config"].items() if old.get(k) != v]
-        raise WeLoreError(f"{root} holds a checkpoint of another run ({'; '.join(diff) or 'other input or data'}); "
+        raise WeLoreError(f"{root} holds a checkpoint of another run ({'; '.join(diff) or 'other input, data, device or process count'}); "
                           "delete it, or write to another output")
-    accelerator = _accelerator(config)
     say: Progress = progress or (lambda done, total, message: None)
     state: dict[str, Any] = {"key": key, "config": identity["config"], "step": 0, "loss_curve": [], "before": {},
                              "tokens": 0, "train_seconds": 0.0}
     resume_from = None
     if resume is not None:
         state = resume[1]
-        resume_from = root / "base" if config.mode == "lora" else resume[0] / "model"
+        resume_from = root / LORA_BASE if config.mode == "lora" else resume[0] / "model"
     model, layout = _start_model(source, config, tokenizer, resume_from)
     check_seqlen(model, config.seqlen)
     model.to(accelerator.device)
@@ -200,7 +207,7 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
         if accelerator.is_main_process:
             state["before"] = evaluate(model, tokenizer, data, config, _at(say, 0, config.steps, "before: evaluating"))
             if config.mode == "lora":  # the frozen base a resumed lora run starts from
-                save_model(model, root / "base", layout, replace=True)
+                save_model(model, root / LORA_BASE, layout, replace=True)
         accelerator.wait_for_everyone()
     session = Session(accelerator, config, model, layout, root, state, resume[0] if resume is not None else None)
     counts = session.prepared.trainable_params, session.prepared.total_params  # lora: adapters included
@@ -213,8 +220,7 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
         after = evaluate(final, tokenizer, data, config, _at(say, config.steps, config.steps, "after: evaluating"))
         result = _result(source, output, data, config, state, after, stats, counts, start, key, layout.compressed,
                          accelerator)
-        save_model(final, output, layout, stored=True)
-        atomic_write_text(output / RECORD, json.dumps(result, default=str) + "\n")
+        save_output(final, output, layout, result)
         _record(registry or Registry.default(), identity, result, source, config)
         if not keep_checkpoints:
             remove_checkpoints(root)
@@ -243,8 +249,11 @@ def _result(source: ModelSource, output: Path, data: TrainData, config: Finetune
         "accuracy_before": before.get("accuracy"), "accuracy_after": after.get("accuracy"),
         "peak_memory_mib": stats.peak_memory_mib, "peak_memory_kind": stats.peak_memory_kind,
         "peak_rss_mib": stats.peak_rss_mib, "state_bytes": stats.state_bytes,
-        "state_mib": stats.state_bytes["total"] / 2**20, "tokens": stats.tokens, "train_seconds": stats.seconds,
-        "step_seconds": stats.step_seconds, "tokens_per_s": stats.tokens / stats.seconds if stats.seconds > 0 else None,
+        "state_mib": stats.state_bytes["total"] / 2**20 if stats.state_bytes else None,
+        # totals over every session of a resumed run; the figures of this session alone beside them
+        "tokens": state["tokens"], "train_seconds": state["train_seconds"],
+        "tokens_per_s": state["tokens"] / state["train_seconds"] if state["train_seconds"] > 0 else None,
+        "session_tokens": stats.tokens, "session_seconds": stats.seconds, "step_seconds": stats.step_seconds,
         "device": str(accelerator.device), "processes": accelerator.num_processes, "compressed": compressed,
         "before": before, "after": after, "config": asdict(config), "key": key,
     }

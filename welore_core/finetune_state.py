@@ -15,6 +15,7 @@ atomically: a crash leaves either the previous checkpoint or the new one, never 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .sources import ModelSource, read_header
 from .storage import atomic_folder, atomic_write_text
 
 RECORD = "welore-finetune.json"  # beside the weights of a fine-tuned output folder: the run's result
+LORA_BASE = ".welore-lora-base"  # the frozen base a resumed lora run starts from (a name no user folder has)
 LATEST = "latest"
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
@@ -204,12 +206,33 @@ def load_training(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any
 
 
 def load_adapter(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "adapter.safetensors"))
+    try:
+        return load_file(str(folder / "adapter.safetensors"))
+    except Exception as err:  # missing or truncated file: the checkpoint cannot resume a lora run
+        raise WeLoreError(f"{folder / 'adapter.safetensors'}: unreadable LoRA checkpoint ({type(err).__name__}: "
+                          f"{err}); delete {folder.parent} to start over") from None
+
+
+def save_output(model: nn.Module, output: Path, layout: Layout, record: dict[str, Any]) -> Path:
+    """Write the final model and its run record as one atomic step: a crash leaves the old output (or none),
+    never a model folder without the record that marks it as this project's."""
+    staging = output.parent / f".{output.name}.final-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        save_model(model, staging, layout, stored=True, replace=True)
+        atomic_write_text(staging / RECORD, json.dumps(record, default=str) + "\n")
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
 
 
 def remove_checkpoints(root: Path) -> None:
     """Delete what save_checkpoint wrote (never anything else a user may keep in that folder)."""
-    for entry in [*root.glob("step-*"), *root.glob(".step-*"), root / "base"]:
+    for entry in [*root.glob("step-*"), *root.glob(".step-*"), root / LORA_BASE]:
         shutil.rmtree(entry, ignore_errors=True)
     (root / LATEST).unlink(missing_ok=True)
     try:
