@@ -43,8 +43,8 @@ def spectra_heatmap_figure(spectra: wc.Spectra, kind: str, normalization: str = 
     width = max(l.full_rank for l in layers)
     columns = np.unique(np.linspace(0, width - 1, min(width, max_columns)).round().astype(int))
     z = np.full((len(layers), columns.size), np.nan)
-    for row, layer in enumerate(layers):
-        values = wc.normalize(spectra.values[layer.name], normalization)
+    normalized = [wc.normalize(spectra.values[l.name], normalization) for l in layers]
+    for row, values in enumerate(normalized):
         inside = columns < values.size
         z[row, inside] = values[columns[inside]]
     blocks = [l.block for l in layers]
@@ -56,7 +56,7 @@ def spectra_heatmap_figure(spectra: wc.Spectra, kind: str, normalization: str = 
     fig = go.Figure(go.Heatmap(z=z, x=columns, y=blocks, colorscale="Plasma", zmin=0, zmax=1,
                                colorbar={"title": "normalised s"}, **heat))
     if k is not None:
-        kept = [int(np.sum(wc.normalize(spectra.values[l.name], normalization) >= k)) for l in layers]
+        kept = [int(np.sum(values >= k)) for values in normalized]
         fig.add_trace(go.Scatter(x=kept, y=blocks, mode="lines", line={"color": "cyan", "width": 2},
                                  name=f"kept rank at k = {k:.3f}", hovertemplate="block %{y}: rank %{x}<extra></extra>"))
     fig.update_layout(title=f"{kind}: normalised singular values per block", xaxis_title="singular value index",

@@ -6,9 +6,7 @@ steps; every run lands in the run registry, where the comparison below reads it 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
@@ -18,8 +16,8 @@ from dashboard.state import picked_model
 from welore_core.downstream import TASKS
 from welore_core.finetune import MODES, FinetuneConfig
 from welore_core.finetune_report import finetune_runs, loss_curves_figure, runs_frame, with_ratios
-from welore_core.finetune_run import run_finetune
-from welore_core.jobs import JobStore, Progress
+from welore_core.finetune_run import run_modes
+from welore_core.jobs import JobStore
 
 st.title("Fine-tune")
 st.caption("WeLore's proposal (arXiv 2407.11239 §4): train only the factors of the Low-Rank Components, N-LRCs "
@@ -52,20 +50,6 @@ with st.form("finetune"):
 store = JobStore()
 
 
-def run_modes(spec: str | None, base: FinetuneConfig, picked: list[str], folder: Path) -> Any:
-    """The job: each mode in turn, one progress bar over all of them; results without the per-step details."""
-    def job(progress: Progress) -> dict[str, Any]:
-        results = []
-        for i, mode in enumerate(picked):
-            def each(done: int, total: int, message: str, i: int = i) -> None:
-                progress(i * base.steps + done, len(picked) * base.steps, message)
-
-            result = run_finetune(spec, replace(base, mode=mode), folder / mode, each)
-            results.append({k: v for k, v in result.items() if k not in ("before", "after", "config")})
-        return {"runs": results}
-    return job
-
-
 if launched:
     try:
         if not modes:
@@ -79,7 +63,9 @@ if launched:
                                 galore_rank=int(galore_rank),
                                 err=float(err) if err > 0 and not is_compressed else None, save_every=0)
         params = {"model": model, "modes": modes, "steps": int(steps), "data": config.data or config.task}
-        launch(store, "finetune", params, run_modes(spec, config, modes, Path(out).expanduser()), "ft")
+        folder = Path(out).expanduser()
+        launch(store, "finetune", params, lambda progress: {"runs": run_modes(spec, config, modes, folder, progress)},
+               "ft")
     except wc.WeLoreError as problem:
         st.error(str(problem))
 

@@ -1,15 +1,14 @@
 """Text and tokens for the gradient-dynamics lab: a corpus, a tokenizer built locally, a held-out probe batch.
 
 Corpus: "tinyshakespeare" (`$WELORE_DATA/tinyshakespeare/input.txt`), "wikitext2"/"c4" or any UTF-8
-text file (as `welore eval` reads them), or "hub:<dataset>[:<config>]" streamed from the Hugging Face
-hub for online users (the "text" column of the train split, up to `HUB_CHARS` characters).
+text file (as `welore eval` reads them), or "hub:<dataset>[:<config>[:<split>]]" streamed from the Hugging
+Face hub for online users (the "text" column, train split by default, as fine-tuning reads it).
 
 Tokenizer: "byte" (UTF-8 bytes, vocabulary 256) and "char" (the corpus's own characters) need nothing
 downloaded; anything else is a model folder or hub id handed to `AutoTokenizer`.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,8 @@ import torch
 from .errors import WeLoreError
 from .evaluate import Corpus, load_corpus, tokenize_corpus, tokenizer_key
 from .paths import data_dir
+from .textdata import load_text as load_text_or_hub
 
-HUB_CHARS = 50_000_000  # enough text for a 130M-parameter run; streaming stops there
 LOCAL_TOKENIZERS = ("byte", "char")
 
 
@@ -43,30 +42,7 @@ def load_text(data: str) -> Corpus:
             raise WeLoreError(f"data 'tinyshakespeare': no file {path} (set WELORE_DATA to the folder holding "
                               "tinyshakespeare/input.txt, or pass a text file)")
         return load_corpus(str(path))
-    if data.startswith("hub:"):
-        return _hub_corpus(data)
-    return load_corpus(data)
-
-
-def _hub_corpus(data: str) -> Corpus:
-    name, _, config = data[len("hub:"):].partition(":")
-    if not name:
-        raise WeLoreError(f"data {data!r}: expected hub:<dataset>[:<config>]")
-    try:
-        from datasets import load_dataset
-
-        parts, size = [], 0
-        for row in load_dataset(name, config or None, split="train", streaming=True):
-            parts.append(str(row["text"]))
-            size += len(parts[-1])
-            if size >= HUB_CHARS:
-                break
-    except Exception as err:  # network, auth, missing column: any failure of the hub is the user's to fix
-        raise WeLoreError(f"data {data!r}: could not stream it from the hub ({type(err).__name__}: {err})") from None
-    text = "\n\n".join(parts)[:HUB_CHARS]
-    if not text.strip():
-        raise WeLoreError(f"data {data!r}: the text is empty")
-    return Corpus(data, text, hashlib.sha256(text.encode()).hexdigest())
+    return load_text_or_hub(data)  # hub:NAME[:CONFIG[:SPLIT]] streamed, else what `welore eval` reads
 
 
 def tokenize(corpus: Corpus, tokenizer: str) -> Tokens:

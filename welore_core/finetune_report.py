@@ -4,13 +4,12 @@ Pure functions of the registry (or of result dicts) for the dashboard, the bench
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from .registry import SCHEMA, Registry, connect
+from .registry import Registry
 
 MODE_COLOURS = {"lrc": "#2ca02c", "nlrc": "#d62728", "full": "#444444", "lora": "#1f77b4", "galore": "#ff7f0e"}
 COLUMNS = ("id", "created", "mode", "model", "data", "steps", "seqlen", "batch_size", "trainable_params",
@@ -33,11 +32,7 @@ def runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
 
 def finetune_runs(registry: Registry | None = None, limit: int = 200) -> pd.DataFrame:
     """Every recorded fine-tuning run, newest first."""
-    registry = registry or Registry.default()
-    with connect(registry.path, SCHEMA) as conn:
-        rows = conn.execute("SELECT id, created, result FROM runs WHERE kind = 'finetune' ORDER BY id DESC LIMIT ?",
-                            (limit,)).fetchall()
-    return runs_frame([{**json.loads(result), "id": run_id, "created": created} for run_id, created, result in rows])
+    return runs_frame((registry or Registry.default()).results("finetune", limit))
 
 
 def with_ratios(df: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:

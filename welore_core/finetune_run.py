@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -227,6 +227,21 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     return {**result, "cached": False}
+
+
+def run_modes(spec: str | Path | None, base: FinetuneConfig, modes: list[str], folder: str | Path,
+              progress: Progress | None = None) -> list[dict[str, Any]]:
+    """The same run in each of `modes` (data, seed, schedule and steps from `base`), written to
+    `folder/<mode>`, with one progress bar over all of them; results without the per-step details."""
+    say: Progress = progress or (lambda done, total, message: None)
+    results = []
+    for i, mode in enumerate(modes):
+        def each(done: int, total: int, message: str, i: int = i) -> None:
+            say(i * base.steps + done, len(modes) * base.steps, message)
+
+        result = run_finetune(spec, replace(base, mode=mode), Path(folder) / mode, each)
+        results.append({k: v for k, v in result.items() if k not in ("before", "after", "config")})
+    return results
 
 
 def _at(say: Progress, step: int, steps: int, what: str) -> Progress:

@@ -15,7 +15,6 @@ atomically: a crash leaves either the previous checkpoint or the new one, never 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,17 +215,9 @@ def load_adapter(folder: Path) -> dict[str, torch.Tensor]:
 def save_output(model: nn.Module, output: Path, layout: Layout, record: dict[str, Any]) -> Path:
     """Write the final model and its run record as one atomic step: a crash leaves the old output (or none),
     never a model folder without the record that marks it as this project's."""
-    staging = output.parent / f".{output.name}.final-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with atomic_folder(output, create=False) as staging:  # save_model makes the folder (its own layout)
         save_model(model, staging, layout, stored=True, replace=True)
         atomic_write_text(staging / RECORD, json.dumps(record, default=str) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output
 
 

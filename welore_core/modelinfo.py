@@ -7,7 +7,7 @@ what the path is into a clear error.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,9 @@ def describe_model(spec: str | Path | None = None) -> ModelInfo:
     """Resolve a model spec and summarise it from its config and safetensors headers."""
     source = resolve_model(spec)
     config = _read_config(source)
-    if source.weight_files:
-        params = count_params(tensor_index(source))
-        files = source.weight_files
-    else:  # compressed folders and .bin-only folders: no streamed index, count what is on disk
-        files = tuple(sorted(source.path.glob("*.safetensors")))
-        params = count_params(tensor_index(ModelSource(source.spec, source.kind, source.label, source.path, files,
-                                                       source.config_path))) if files else 0
+    # compressed and .bin-only folders have no streamed weight files: count the safetensors on disk
+    files = source.weight_files or tuple(sorted(source.path.glob("*.safetensors")))
+    params = count_params(tensor_index(replace(source, weight_files=files)))
     architectures = config.get("architectures") or ["unknown"]
     blocks = config.get("num_hidden_layers", config.get("n_layer"))
     return ModelInfo(spec="" if spec is None else str(spec), kind=source.kind, label=source.label,

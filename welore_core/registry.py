@@ -87,6 +87,13 @@ class Registry:
                          f"VALUES (?, ?, {', '.join('?' for _ in COLUMNS)}, ?)",
                          (key, time.strftime("%Y-%m-%dT%H:%M:%S"), *values.values(), json.dumps(result, default=str)))
 
+    def results(self, kind: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The full result JSON of the newest runs of one kind, each with its row id and creation time."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT id, created, result FROM runs WHERE kind = ? ORDER BY id DESC LIMIT ?",
+                                (kind, limit)).fetchall()
+        return [{**json.loads(result), "id": run_id, "created": created} for run_id, created, result in rows]
+
     def frame(self, kind: str | None = None) -> pd.DataFrame:
         """All runs (newest first) as a DataFrame, optionally of one kind."""
         with self._connect() as conn:

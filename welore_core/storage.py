@@ -37,13 +37,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def atomic_folder(folder: Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside `folder`; when the block succeeds it replaces `folder` whole, and
-    on any error (or Ctrl-C) it is removed, leaving `folder` as it was."""
+def atomic_folder(folder: Path, create: bool = True) -> Iterator[Path]:
+    """Yield a temp folder path beside `folder` (an empty folder, or with `create=False` a path for a writer
+    that makes the folder itself); when the block succeeds it replaces `folder` whole, and on any error (or
+    Ctrl-C) it is removed, leaving `folder` as it was."""
     folder = Path(folder)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if create:
+        tmp.mkdir(parents=True)
     try:
         yield tmp
         if folder.exists():
