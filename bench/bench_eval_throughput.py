@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from welore_core.evaluate import EvalConfig, load_corpus, perplexity, tokenize_corpus, windows_of
-from welore_core.experiments import load_for_eval
+from welore_core.data import load_corpus, tokenize_corpus, windows_of
+from welore_core.evaluation import EvalConfig, load_for_eval, perplexity
 
 
 def paper_loop(model: torch.nn.Module, windows: torch.Tensor) -> tuple[float, float]:
@@ -33,7 +33,7 @@ def main(n: int, seqlen: int, batch_size: int, repeats: int = 2) -> None:
     loaded = load_for_eval(None)
     ids = tokenize_corpus(loaded.tokenizer, load_corpus("wikitext2"))
     config = EvalConfig(seqlen=seqlen, tokens=n * seqlen, batch_size=batch_size)
-    windows = windows_of(ids, config)
+    windows = windows_of(ids, config.seqlen, config.tokens)
     perplexity(loaded.model, ids[: 2 * seqlen], EvalConfig(seqlen=seqlen, batch_size=2))  # warm-up
     t_paper, t_ours = float("inf"), float("inf")
     for _ in range(repeats):  # interleaved, best of `repeats`, so drift hits both alike

@@ -28,28 +28,23 @@ from typing import Any
 import torch
 
 import welore_core as wc
-from welore_core.checkpoint import save_compressed
-from welore_core.compress import compress_model
-from welore_core.experiments import load_tokenizer
-from welore_core.finetune import MODES, FinetuneConfig, build_optimizer, prepare_model
-from welore_core.textdata import split_text, window_batch
+from welore_core.data import sample_windows, split_text
+from welore_core.finetune import MODES, FinetuneConfig, build_optimizer, prepare_model, run_finetune
+from welore_core.models import load_tokenizer
 
 
 def child(folder: str, mode: str, settings: str, out: str) -> None:
     """One mode in this (fresh) process; prints its result as JSON."""
-    from welore_core.finetune_run import run_finetune
-
     config = FinetuneConfig(mode=mode, **json.loads(settings))
     result = run_finetune(folder, config, Path(out) / mode, registry=wc.Registry(Path(out) / "registry.sqlite"))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("before", "after")}, default=str))
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k not in ("before", "after")}, default=str))
 
 
 def compress_embedded(err: float, folder: Path) -> Path:
     source = wc.resolve_model(None)
     model = wc.load_model(source)
     plan = wc.make_plan(wc.compute_spectra(source), wc.PlanConfig(err=err))
-    rankmap = wc.rankmap_dict(plan)
-    return save_compressed(model, folder, rankmap, compress_model(model, rankmap), source.path, source.label)
+    return wc.save_compressed(model, folder, wc.compress_to(model, plan), source.path, source.label)
 
 
 def interleaved_throughput(folder: Path, modes: list[str], settings: dict[str, Any], rounds: int) -> dict[str, float]:
@@ -64,7 +59,7 @@ def interleaved_throughput(folder: Path, modes: list[str], settings: dict[str, A
         runs[mode] = (prepared, build_optimizer(prepared, config[mode]))
     best = dict.fromkeys(modes, float("inf"))
     for r in range(rounds + 1):
-        x = window_batch(train, settings["seqlen"], settings["batch_size"], 0, r)  # (B, L), the same for every mode
+        x = sample_windows(train, settings["seqlen"], settings["batch_size"], [0, r])  # (B, L), the same for every mode
         for mode, (prepared, optimizer) in runs.items():
             start = time.perf_counter()
             prepared.model(input_ids=x, labels=x, use_cache=False).loss.backward()

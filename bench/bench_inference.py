@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 import welore_core as wc
-from welore_core.checkpoint import save_compressed
-from welore_core.compress import compress_model, count_parameters
+from welore_core.compression import compress_to, save_compressed
+from welore_core.models import count_parameters
 
 PROBE = """
 import json, sys, torch, welore_core as wc
@@ -64,10 +64,8 @@ def main(errs: list[float], seqlen: int, repeats: int) -> None:
         variants: list[tuple[str, Path]] = [("dense", source.path)]
         for err in errs:
             model = wc.load_model(source)
-            plan = wc.make_plan(spectra, wc.PlanConfig(err=err))
-            rankmap = wc.rankmap_dict(plan)
-            report = compress_model(model, rankmap)
-            folder = save_compressed(model, Path(tmp) / f"err{err:g}", rankmap, report, source.path)
+            report = compress_to(model, wc.make_plan(spectra, wc.PlanConfig(err=err)))
+            folder = save_compressed(model, Path(tmp) / f"err{err:g}", report, source.path)
             variants.append((f"WeLore {err:g} %", folder))
         models = [wc.load_model(wc.resolve_model(folder)) for _, folder in variants]
         times = latencies(models, seqlen, repeats)

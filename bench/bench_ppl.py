@@ -11,9 +11,8 @@ import argparse
 from pathlib import Path
 
 import welore_core as wc
-from welore_core.compress import CompressionConfig
-from welore_core.evaluate import EvalConfig
-from welore_core.experiments import Calibration, sweep
+from welore_core.compression import Calibration, CompressionConfig
+from welore_core.evaluation import EvalConfig, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 

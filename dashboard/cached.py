@@ -1,7 +1,6 @@
 """The dashboard's one module of cached calls into welore_core (hashable ids beside `_objects`)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -30,16 +29,12 @@ def scores(fingerprint: str, setting: str, strategy: str, normalization: str, _s
 
 def fingerprint(model: str) -> str:
     """sha256 of the model's weight files (memoised on disk by file stat, so a warm call is a stat)."""
-    from welore_core.experiments import source_fingerprint
-
-    return source_fingerprint(wc.resolve_model(model or None))
+    return wc.source_fingerprint(wc.resolve_model(model or None))
 
 
 def dynamics_stamp(folder: str) -> tuple[float, int]:
     """Changes whenever the run writes a checkpoint: the cache key of everything read from it."""
-    path = Path(folder)
-    meta = path / "run.json"
-    return (meta.stat().st_mtime if meta.is_file() else 0.0, len(list((path / "records").glob("step-*.npz"))))
+    return wc.RunFolder.of(folder).stamp()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

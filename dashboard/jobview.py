@@ -2,24 +2,24 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import streamlit as st
 
 import welore_core as wc
-from welore_core.jobs import JobFn, JobState, JobStore, start_job
 
 
-def launch(store: JobStore, kind: str, params: dict[str, Any], fn: JobFn, param: str) -> str:
+def launch(store: wc.JobStore, kind: str, params: dict[str, Any], fn: Callable[[wc.Progress], dict[str, Any]],
+           param: str) -> str:
     """Start a job owned by this browser tab and put its id in the URL, so a reload finds it again."""
     if "owner" not in st.session_state:
         st.session_state.owner = uuid.uuid4().hex[:8]
-    job = start_job(kind, params, fn, store, owner=st.session_state.owner)
+    job = wc.start_job(kind, params, fn, store, owner=st.session_state.owner)
     st.query_params[param] = job
     return job
 
 
-def job_panel(store: JobStore, param: str) -> JobState | None:
+def job_panel(store: wc.JobStore, param: str) -> wc.JobState | None:
     """Show the job whose id is in the URL query parameter `param`; returns its state once it is done."""
     job_id = st.query_params.get(param)
     if not job_id:

@@ -15,20 +15,8 @@ import streamlit as st
 import welore_core as wc
 from dashboard import cached
 from dashboard.jobview import job_panel, launch
-from welore_core.charts_dynamics import (
-    METRICS,
-    emergence_curves_figure,
-    emergence_heatmap_figure,
-    gradient_cosine_figure,
-    loss_figure,
-    saturation_figure,
-    spectra_time_figure,
-)
-from welore_core.dynamics import DynamicsConfig, default_folder, presets, run_dynamics
-from welore_core.dynamics_analysis import (
-    load_run,
-)
-from welore_core.jobs import JobStore
+from welore_core.figures import (METRICS, emergence_curves_figure, emergence_heatmap_figure, gradient_cosine_figure,
+                                 loss_figure, saturation_figure, spectra_time_figure)
 
 st.title("Gradient dynamics")
 st.caption("Pretrain a small LLaMA from scratch and watch, per layer, whether its gradients keep changing and "
@@ -39,10 +27,10 @@ def _known_runs() -> list[str]:
     found = [st.query_params.get("run", ""), os.environ.get("WELORE_DYNAMICS_RUN", "")]
     registry = wc.Registry.default().frame("dynamics")
     found += [str(m) for m in registry["model"]] if not registry.empty else []
-    return [f for f in dict.fromkeys(found) if f and (Path(f) / "run.json").is_file()]
+    return [f for f in dict.fromkeys(found) if f and wc.RunFolder.of(f).is_run()]
 
 
-store = JobStore()
+store = wc.JobStore()
 with st.sidebar:
     st.header("Run")
     known = _known_runs()
@@ -61,7 +49,7 @@ with st.expander("Launch a new run", expanded=not known and not typed):
     with st.form("launch"):
         c1, c2, c3, c4 = st.columns(4)
         wanted = os.environ.get("WELORE_DYNAMICS_PRESET", "small")
-        preset = c1.selectbox("Model preset", presets(), index=presets().index(wanted) if wanted in presets() else 0)
+        preset = c1.selectbox("Model preset", wc.presets(), index=wc.presets().index(wanted) if wanted in wc.presets() else 0)
         steps = c2.number_input("Steps (0 = preset's)", 0, 1_000_000, int(os.environ.get("WELORE_DYNAMICS_STEPS", "0")))
         every = c3.number_input("Record every (0 = preset's)", 0, 100_000, int(os.environ.get("WELORE_DYNAMICS_EVERY", "0")))
         seed = c4.number_input("Seed", 0, 2**31 - 1, 0)
@@ -71,11 +59,11 @@ with st.expander("Launch a new run", expanded=not known and not typed):
         launched = st.form_submit_button("Launch", type="primary")
     if launched:
         try:
-            config = DynamicsConfig(preset=preset, data=data.strip(), steps=int(steps) or None,
+            config = wc.DynamicsConfig(preset=preset, data=data.strip(), steps=int(steps) or None,
                                     every=int(every) or None, seed=int(seed))
-            target = Path(out.strip()) if out.strip() else default_folder(config)
+            target = Path(out.strip()) if out.strip() else wc.default_folder(config)
             launch(store, "dynamics", {"preset": preset, "data": data, "steps": config.steps, "folder": str(target)},
-                   lambda progress: run_dynamics(config, target, progress), "dyn_job")
+                   lambda progress: wc.run_dynamics(config, target, progress), "dyn_job")
         except wc.WeLoreError as problem:
             st.error(str(problem))
 
@@ -99,7 +87,7 @@ if not folder:
     st.info("No run yet: launch one above, or run `welore dynamics --config small -o DIR` and type DIR in the sidebar.")
     st.stop()
 try:
-    run = load_run(folder)
+    run = wc.load_run(folder)
     stamp = cached.dynamics_stamp(folder)
     # "full" cannot hold for layers too large to store whole: across layers it means "full where stored"
     summary, over_time, claim = cached.dynamics_across(folder, stamp, k, "minmax", tail, "auto" if source == "full" else source)

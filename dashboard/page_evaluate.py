@@ -12,11 +12,8 @@ from typing import Any
 import streamlit as st
 
 import welore_core as wc
-from welore_core.jobs import JobStore
-from dashboard import cached
-from dashboard.figures import runs_figure
 from dashboard.jobview import job_panel, launch
-from dashboard.state import picked_model
+from dashboard.state import picked_model, svd_setting
 
 st.title("Compress & evaluate")
 model, info = picked_model()
@@ -38,24 +35,24 @@ with st.form("launch"):
     save_to = st.text_input("Save the compressed model to (optional folder)", "")
     launched = st.form_submit_button("Launch", type="primary")
 
-store = JobStore()
+store = wc.JobStore()
 if launched:
     try:
         config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens))
-        rankmap = None
+        target: wc.PlanConfig | dict[str, Any] | None = None  # planned in the job, on the sidebar's SVD setting
         if applied and strategy.startswith("rank map: "):
-            rankmap = applied["data"]
+            target = applied["data"]
         elif not strategy.startswith("dense"):
-            spectra = cached.spectra(model.strip())
-            plan = wc.make_plan(spectra, wc.PlanConfig(strategy=strategy, err=err,
-                                                       min_ratio=0.0 if mode == "all" else 0.5))
-            rankmap = wc.rankmap_dict(plan)
-        target = Path(save_to) if save_to.strip() else None
+            target = wc.PlanConfig(strategy=strategy, err=err)
+        dtype, method = svd_setting()
+        spectra_config = wc.SpectraConfig(dtype=dtype, method=method)
+        saved = Path(save_to) if save_to.strip() else None
         spec = model.strip() or None
         compression = wc.CompressionConfig(mode=mode)
-        launch(store, "compress-eval", {"model": model or info.label, "strategy": strategy, "err": err, "mode": mode, "data": data,
-                                        "tokens": int(tokens), "seqlen": int(seqlen)},
-               lambda progress: wc.compress_and_evaluate(spec, rankmap, config, compression, progress, save_to=target),
+        launch(store, "compress-eval", {"model": model or info.label, "strategy": strategy, "err": err, "mode": mode,
+                                        "data": data, "tokens": int(tokens), "seqlen": int(seqlen)},
+               lambda progress: wc.compress_and_evaluate(spec, target, config, compression, progress, save_to=saved,
+                                                         spectra=spectra_config),
                "job")
     except wc.WeLoreError as problem:
         st.error(str(problem))
@@ -94,5 +91,5 @@ else:
     axis = r3.radio("x axis", ["ERR", "parameters"], horizontal=True)
     r4.metric("Runs", int((setting == chosen).sum()))
     part = part[setting == chosen]
-    st.plotly_chart(runs_figure(part, "err" if axis == "ERR" else "params"), width="stretch", theme=None)
+    st.plotly_chart(wc.figures.runs_figure(part, "err" if axis == "ERR" else "params"), width="stretch", theme=None)
     st.dataframe(runs, hide_index=True, width="stretch")

@@ -13,11 +13,6 @@ import streamlit as st
 import welore_core as wc
 from dashboard.jobview import job_panel, launch
 from dashboard.state import picked_model
-from welore_core.downstream import TASKS
-from welore_core.finetune import MODES, FinetuneConfig
-from welore_core.finetune_report import finetune_runs, loss_curves_figure, runs_frame, with_ratios
-from welore_core.finetune_run import run_modes
-from welore_core.jobs import JobStore
 
 st.title("Fine-tune")
 st.caption("WeLore's proposal (arXiv 2407.11239 §4): train only the factors of the Low-Rank Components, N-LRCs "
@@ -28,11 +23,11 @@ st.caption(f"Model: **{info.label}** ({info.kind})" + ("" if info.kind == "compr
 default_data = os.environ.get("WELORE_FT_DATA", str(wc.data_dir() / "tinyshakespeare" / "input.txt"))
 
 with st.form("finetune"):
-    modes = st.multiselect("Modes", list(MODES), default=["lrc", "full"], key="ft_modes")
+    modes = st.multiselect("Modes", list(wc.FINETUNE_MODES), default=["lrc", "full"], key="ft_modes")
     c1, c2, c3 = st.columns(3)
     kind = c1.radio("Train on", ["text", "downstream task"], horizontal=True, key="ft_kind")
     data = c2.text_input("Text file", value=default_data, key="ft_data", help="a text file, wikitext2 or hub:NAME")
-    task = c3.selectbox("Task", sorted(TASKS), key="ft_task")
+    task = c3.selectbox("Task", sorted(wc.TASKS), key="ft_task")
     d1, d2, d3, d4 = st.columns(4)
     steps = d1.number_input("Steps", 1, 100_000, int(os.environ.get("WELORE_FT_STEPS", "20")), key="ft_steps")
     seqlen = d2.number_input("Seqlen", 8, 8192, int(os.environ.get("WELORE_FT_SEQLEN", "128")), key="ft_seqlen")
@@ -47,7 +42,7 @@ with st.form("finetune"):
                         key="ft_out")
     launched = st.form_submit_button("Launch", type="primary")
 
-store = JobStore()
+store = wc.JobStore()
 
 
 if launched:
@@ -56,7 +51,7 @@ if launched:
             raise wc.WeLoreError("pick at least one mode")
         spec = model or None
         is_compressed = info.kind == "compressed"
-        config = FinetuneConfig(mode=modes[0], data=data.strip() if kind == "text" else "",
+        config = wc.FinetuneConfig(mode=modes[0], data=data.strip() if kind == "text" else "",
                                 task=task if kind != "text" else "", steps=int(steps), seqlen=int(seqlen),
                                 batch_size=int(batch), lr=float(lr), forget_tokens=int(forget),
                                 eval_tokens=8 * int(seqlen), lora_rank=int(lora_rank),
@@ -64,7 +59,7 @@ if launched:
                                 err=float(err) if err > 0 and not is_compressed else None, save_every=0)
         params = {"model": model, "modes": modes, "steps": int(steps), "data": config.data or config.task}
         folder = Path(out).expanduser()
-        launch(store, "finetune", params, lambda progress: {"runs": run_modes(spec, config, modes, folder, progress)},
+        launch(store, "finetune", params, lambda progress: {"runs": wc.run_modes(spec, config, modes, folder, progress)},
                "ft")
     except wc.WeLoreError as problem:
         st.error(str(problem))
@@ -74,21 +69,21 @@ if launched:
 def follow() -> None:
     state = job_panel(store, "ft")
     if state is not None and state.result:
-        df = runs_frame(state.result["runs"])
-        st.plotly_chart(loss_curves_figure(df.assign(id=range(1, len(df) + 1))), width="stretch", theme=None,
+        df = wc.runs_frame(state.result["runs"])
+        st.plotly_chart(wc.figures.loss_curves_figure(df.assign(id=range(1, len(df) + 1))), width="stretch", theme=None,
                         key="ft_job_curves")
 
 
 follow()
 
 st.subheader("Compare runs")
-runs = finetune_runs()
+runs = wc.finetune_runs()
 if runs.empty:
     st.caption("No fine-tuning runs recorded yet.")
 else:
     datasets = sorted({str(d) for d in runs["data"]})
     picked = st.selectbox("Data", datasets, key="ft_compare_data")
     shown = runs[runs["data"] == picked]
-    st.plotly_chart(loss_curves_figure(shown), width="stretch", theme=None, key="ft_compare_curves")
-    table = with_ratios(shown).drop(columns=["loss_curve"])
+    st.plotly_chart(wc.figures.loss_curves_figure(shown), width="stretch", theme=None, key="ft_compare_curves")
+    table = wc.with_ratios(shown).drop(columns=["loss_curve"])
     st.dataframe(table, hide_index=True, width="stretch")

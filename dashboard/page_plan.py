@@ -66,16 +66,16 @@ t = plan.totals
 
 m = st.columns(6)
 m[0].metric("Achieved ERR", f"{plan.achieved_err:.2f} %", help=f"k = {plan.k:.5f}")
-m[1].metric("LRC / N-LRC", f"{t['lrc']} / {t['nlrc']}")
-m[2].metric("Parameters", f"{t['params_compressed'] / 1e6:.1f} M", f"{100 * (t['param_ratio'] - 1):.1f} %",
-            delta_color="inverse", help=f"dense: {t['params_dense'] / 1e6:.1f} M in the analysed layers")
-m[3].metric("Trainable (LRC)", f"{t['trainable_params'] / 1e6:.2f} M",
+m[1].metric("LRC / N-LRC", f"{t.lrc} / {t.nlrc}")
+m[2].metric("Parameters", f"{t.params_compressed / 1e6:.1f} M", f"{100 * (t.param_ratio - 1):.1f} %",
+            delta_color="inverse", help=f"dense: {t.params_dense / 1e6:.1f} M in the analysed layers")
+m[3].metric("Trainable (LRC)", f"{t.trainable_params / 1e6:.2f} M",
             help="parameters of the LRC factors: what WeLore fine-tunes")
-m[4].metric("Memory bf16 / fp32", f"{t['bytes_compressed']['bfloat16'] / 2**20:.0f} / "
-            f"{t['bytes_compressed']['float32'] / 2**20:.0f} MiB",
-            f"{(t['bytes_compressed']['bfloat16'] - t['bytes_dense']['bfloat16']) / 2**20:.0f} MiB (bf16)",
+m[4].metric("Memory bf16 / fp32", f"{t.bytes_compressed['bfloat16'] / 2**20:.0f} / "
+            f"{t.bytes_compressed['float32'] / 2**20:.0f} MiB",
+            f"{(t.bytes_compressed['bfloat16'] - t.bytes_dense['bfloat16']) / 2**20:.0f} MiB (bf16)",
             delta_color="inverse")
-m[5].metric("Mean rel. error", f"{t['mean_rel_error']:.3f}", help="mean over layers of ||W - W_r||_F / ||W||_F")
+m[5].metric("Mean rel. error", f"{t.mean_rel_error:.3f}", help="mean over layers of ||W - W_r||_F / ||W||_F")
 
 # lazy tabs: only the open one runs and is drawn, so a slider move redraws one tab, not five
 tabs = st.tabs(TABS, key="plan_tab", on_change="rerun")

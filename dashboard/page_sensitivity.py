@@ -7,8 +7,6 @@ import pandas as pd
 import streamlit as st
 
 import welore_core as wc
-from welore_core.charts import sensitivity_figure
-from welore_core.jobs import JobStore
 from dashboard.jobview import job_panel, launch
 from dashboard.state import picked_model
 
@@ -25,7 +23,7 @@ with st.form("scan"):
     data = st.text_input("Data", value=os.environ.get("WELORE_EVAL_DATA", "wikitext2"))
     launched = st.form_submit_button("Run scan", type="primary")
 
-store = JobStore()
+store = wc.JobStore()
 if launched:
     try:
         config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens))
@@ -41,7 +39,7 @@ def follow() -> None:
     state = job_panel(store, "scan")
     if state is not None and state.result:
         df = pd.DataFrame(state.result["rows"])
-        st.plotly_chart(sensitivity_figure(df), width="stretch", theme=None)
+        st.plotly_chart(wc.figures.sensitivity_figure(df), width="stretch", theme=None)
         st.dataframe(df.sort_values("ppl_increase", ascending=False), hide_index=True, width="stretch")
 
 

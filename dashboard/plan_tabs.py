@@ -11,7 +11,7 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard import cached
-from dashboard.figures import compare_figure, reduction_heatmap_figure, spectra_heatmap_figure, spectra_lines_figure
+from welore_core.figures import compare_figure, reduction_heatmap_figure, spectra_heatmap_figure, spectra_lines_figure
 
 LAYER_COLUMNS = ["name", "block", "kind", "shape", "full_rank", "stable_rank", "effective_rank", "rank", "reduction",
                  "lrc", "rel_error", "dense_params", "factored_params"]
@@ -90,10 +90,10 @@ def compare_totals(plans: dict[str, wc.RankPlan]) -> pd.DataFrame:
     for label, p in plans.items():
         t = p.totals
         errors = [l.rel_error for l in p.layers]
-        rows.append({"strategy": label, "achieved ERR %": round(p.achieved_err, 3), "k": p.k, "LRC": t["lrc"],
-                     "N-LRC": t["nlrc"], "params (M)": t["params_compressed"] / 1e6,
-                     "params, all layers at rank (M)": t["params_all_layers"] / 1e6,
-                     "trainable LRC (M)": t["trainable_params"] / 1e6, "mean rel. error": t["mean_rel_error"],
+        rows.append({"strategy": label, "achieved ERR %": round(p.achieved_err, 3), "k": p.k, "LRC": t.lrc,
+                     "N-LRC": t.nlrc, "params (M)": t.params_compressed / 1e6,
+                     "params, all layers at rank (M)": t.params_all_layers / 1e6,
+                     "trainable LRC (M)": t.trainable_params / 1e6, "mean rel. error": t.mean_rel_error,
                      "max rel. error": max(errors) if errors else 0.0})
     return pd.DataFrame(rows)
 
@@ -124,8 +124,8 @@ def rankmap_tab(spectra: wc.Spectra, plan: wc.RankPlan) -> None:
     if dense:
         st.info(f"{len(dense)} layers are not in the map and stay dense (e.g. {dense[0]}).")
     t = imported.totals
-    st.success(f"{upload.name} fits {spectra.model}: ERR {imported.achieved_err:.2f} %, {t['lrc']} LRCs, "
-               f"{t['params_compressed'] / 1e6:.1f} M parameters, mean rel. error {t['mean_rel_error']:.3f}.")
+    st.success(f"{upload.name} fits {spectra.model}: ERR {imported.achieved_err:.2f} %, {t.lrc} LRCs, "
+               f"{t.params_compressed / 1e6:.1f} M parameters, mean rel. error {t.mean_rel_error:.3f}.")
     st.dataframe(compare_totals({"current plan": plan, upload.name: imported}), hide_index=True, width="stretch")
     st.plotly_chart(reduction_heatmap_figure(imported.frame()).update_layout(title=f"{upload.name}"),
                     width="stretch", theme=None)

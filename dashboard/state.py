@@ -7,7 +7,6 @@ import os
 import streamlit as st
 
 import welore_core as wc
-from welore_core.modelinfo import SOURCE_KINDS, ModelInfo, guess_kind
 
 KIND_LABELS = {
     "embedded": "Embedded SmolLM2-135M-Instruct",
@@ -28,11 +27,11 @@ def model_picker() -> None:
     """Sidebar: source kind + path. Call from the entry point only (its widgets then live on every page)."""
     default = os.environ.get("WELORE_MODEL", "")
     state = st.session_state
-    state.setdefault("source_kind", guess_kind(default))
+    state.setdefault("source_kind", wc.guess_kind(default))
     state.setdefault("source_path", default)
     with st.sidebar:
         st.header("Model")
-        kind = st.radio("Source", list(SOURCE_KINDS), format_func=KIND_LABELS.__getitem__, key="source_kind")
+        kind = st.radio("Source", list(wc.SOURCE_KINDS), format_func=KIND_LABELS.__getitem__, key="source_kind")
         if kind != "embedded":
             st.text_input("Path or id", key="source_path", placeholder=PLACEHOLDERS[kind])
         with st.expander("SVD settings"):
@@ -47,24 +46,22 @@ def current_model() -> tuple[str, str]:
     state = st.session_state
     if "source_kind" not in state:
         default = os.environ.get("WELORE_MODEL", "")
-        return default.strip(), guess_kind(default)
+        return default.strip(), wc.guess_kind(default)
     kind = state.source_kind
     return ("" if kind == "embedded" else str(state.get("source_path", "")).strip()), kind
 
 
-def picked_model() -> tuple[str, ModelInfo]:
+def picked_model() -> tuple[str, wc.ModelInfo]:
     """The picked model, resolved and checked against the chosen kind; stops the page with a clear
     message (never a traceback) when the path is missing, wrong or not a model."""
-    from welore_core.modelinfo import describe_model, expect_kind
-
     spec, kind = current_model()
     if kind != "embedded" and not spec:
         st.info(f"Enter a {KIND_LABELS[kind].lower()} in the sidebar.")
         st.stop()
     try:
         with st.spinner("resolving the model …"):
-            info = describe_model(spec or None)
-        expect_kind(info, kind)
+            info = wc.describe_model(spec or None)
+        wc.expect_kind(info, kind)
     except wc.WeLoreError as err:
         st.error(str(err))
         st.stop()

@@ -13,9 +13,9 @@ import torch
 
 from conftest import tiny_llama
 from welore_core import compute_spectra
-from welore_core import spectra as spectra_mod
-from welore_core.cache import SpectraCache
-from welore_core.storage import atomic_write_bytes
+from welore_core.compression import spectra as spectra_mod
+from welore_core.compression.spectra_cache import SpectraCache
+from welore_core.utils import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,6 +113,7 @@ def test_stale_meta_is_ignored(llama_dir: Path, isolated_cache: Path) -> None:
     assert json.loads(meta.read_text())["fingerprint"] == first.fingerprint
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_two_processes_computing_the_same_model_do_not_corrupt_each_other(llama_dir: Path, isolated_cache: Path) -> None:
     env = {**os.environ, "WELORE_CACHE": str(isolated_cache), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "welore_core", "spectra", str(llama_dir), "--json"]
@@ -151,7 +152,7 @@ def test_cache_files_are_readable_by_others(llama_dir: Path, isolated_cache: Pat
 
 
 def test_atomic_folder_replaces_whole_or_leaves_the_old_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from welore_core.storage import atomic_folder
+    from welore_core.utils import atomic_folder
 
     target = tmp_path / "out"
     target.mkdir()

@@ -65,6 +65,7 @@ def test_not_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 2 and "not a model folder" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_python_dash_m_entry_point(llama_dir: Path, isolated_cache: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "welore_core", "plan", str(llama_dir), "--err", "25", "--json"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300,
@@ -111,7 +112,7 @@ def test_sweep_and_sensitivity_write_their_reports(lm_dir: Path, corpus_file: Pa
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["eval", "{model}", "--data", "nothing.txt"], "not one of ('wikitext2', 'c4') and no such file"),
+    (["eval", "{model}", "--data", "nothing.txt"], "data 'nothing.txt': no such file, and not one of wikitext2, c4"),
     (["eval", "{model}", "--data", "{corpus}", "--seqlen", "100000"], "fewer than one window"),
     (["compress", "{model}", "-o", "/tmp/x"], "exactly one of --rankmap FILE or --err PCT"),
     (["compress", "{model}", "--err", "30", "--act-svd", "-o", "/tmp/x"], "--act-svd needs --calib"),

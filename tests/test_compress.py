@@ -8,27 +8,47 @@ import torch
 
 import welore_core as wc
 from conftest import tiny_gpt2, tiny_llama
-from welore_core.checkpoint import MANIFEST, load_compressed, save_compressed
-from welore_core.compress import (CompressionConfig, collect_grams, compress_model, factor_layer, whitened_factors)
-from welore_core.lowrank import LowRankLinear, svd_factors, truncate_weight
+from welore_core.compression import (CompressionConfig, LowRankLinear, collect_grams, compress_to, factor_layer,
+                                     load_compressed, save_compressed, svd_factors, truncate_weight, whitened_factors)
+from welore_core.models import MANIFEST
+
+
+def _matrix() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(24, 40, generator=g), torch.randn(24, generator=g), torch.randn(5, 40, generator=g)
 
 
 def test_low_rank_module_is_the_truncated_matrix_product() -> None:
-    g = torch.Generator().manual_seed(0)
-    w, bias, x = torch.randn(24, 40, generator=g), torch.randn(24, generator=g), torch.randn(5, 40, generator=g)
+    w, bias, x = _matrix()
     layer = LowRankLinear.from_factors(*svd_factors(w, 7), bias)
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     w7 = u[:, :7] @ torch.diag(s[:7]) @ vh[:7]
     torch.testing.assert_close(layer.weight, w7, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(layer(x), x @ w7.T + bias, atol=1e-5, rtol=1e-5)
     assert layer.A.weight.shape == (24, 7) and layer.B.weight.shape == (7, 40)
-    # sqrt(S) split: both factors carry the same singular values
-    torch.testing.assert_close(torch.linalg.svdvals(layer.A.weight), torch.linalg.svdvals(layer.B.weight))
+
+
+def test_square_root_split_gives_both_factors_the_same_singular_values() -> None:
+    w, _, _ = _matrix()
+    a, b = svd_factors(w, 7)
+    torch.testing.assert_close(torch.linalg.svdvals(a), torch.linalg.svdvals(b))
+
+
+def test_gradients_reach_both_factors_and_the_bias() -> None:
+    w, bias, x = _matrix()
+    layer = LowRankLinear.from_factors(*svd_factors(w, 7), bias)
     layer(x).pow(2).sum().backward()
     assert layer.A.weight.grad is not None and layer.B.weight.grad is not None and layer.A.bias.grad is not None
-    # Frobenius error of the truncation = the tail of the spectrum
+
+
+def test_truncation_error_is_the_tail_of_the_spectrum() -> None:
+    w, _, _ = _matrix()
+    s = torch.linalg.svdvals(w)
     err = torch.linalg.norm(w - truncate_weight(w, 7))
     torch.testing.assert_close(err, s[7:].pow(2).sum().sqrt(), atol=1e-4, rtol=1e-4)
+
+
+def test_a_rank_above_the_smaller_dimension_is_refused() -> None:
     with pytest.raises(ValueError, match="rank 41 outside"):
         LowRankLinear(40, 24, 41)
 
@@ -49,11 +69,35 @@ def _plan(model: torch.nn.Module, err: float, min_ratio: float = 0.5) -> dict:  
     return wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(err=err, min_ratio=min_ratio)))
 
 
+def test_a_plan_its_rank_map_and_its_ranks_compress_alike() -> None:
+    spectra = wc.compute_spectra(tiny_llama(), wc.SpectraConfig(use_cache=False))
+    plan = wc.make_plan(spectra, wc.PlanConfig(err=60))
+    x = torch.randint(0, 64, (2, 12))
+    outputs, reports = [], []
+    for target in (plan, wc.rankmap_dict(plan), plan.ranks()):
+        model = tiny_llama()
+        reports.append(compress_to(model, target))
+        outputs.append(model(x).logits)
+    assert reports[0].factored == reports[1].factored == reports[2].factored and reports[0].factored
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
+    assert reports[2].rankmap["strategy"] == "custom" and reports[0].rankmap == wc.rankmap_dict(plan)
+
+
+def test_a_plan_or_ranks_that_do_not_fit_the_model_are_refused_with_every_problem() -> None:
+    plan = wc.make_plan(wc.compute_spectra(tiny_gpt2(), wc.SpectraConfig(use_cache=False)), wc.PlanConfig(err=30))
+    with pytest.raises(wc.RankMapError, match="does not fit this model") as caught:
+        compress_to(tiny_llama(), plan)
+    assert len(caught.value.problems) == len(plan.layers)
+    name = wc.discover_layers(tiny_llama())[0].name
+    with pytest.raises(wc.RankMapError, match=f"layer {name}: rank 0 out of range"):
+        compress_to(tiny_llama(), {name: 0})
+
+
 def test_lrc_mode_factors_only_lrcs_and_leaves_nlrcs_untouched() -> None:
     model = tiny_llama()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rankmap = _plan(model, 45)
-    report = compress_model(model, rankmap, CompressionConfig(mode="lrc"))
+    report = compress_to(model, rankmap, CompressionConfig(mode="lrc"))
     lrc = {e["name"]: e["rank"] for e in rankmap["layers"] if e["lrc"]}
     assert report.factored == lrc and report.truncated == {} and lrc
     for entry in rankmap["layers"]:
@@ -69,7 +113,7 @@ def test_lrc_mode_factors_only_lrcs_and_leaves_nlrcs_untouched() -> None:
 def test_all_layers_mode_never_grows_a_layer() -> None:
     model = tiny_llama()
     rankmap = _plan(model, 45, min_ratio=0.0)
-    report = compress_model(model, rankmap, CompressionConfig(mode="all"))
+    report = compress_to(model, rankmap, CompressionConfig(mode="all"))
     assert report.truncated and report.factored  # both cases occur at 30 %
     for entry in rankmap["layers"]:
         module = model.get_submodule(entry["name"])
@@ -87,8 +131,8 @@ def test_compressed_folder_round_trip_is_exact_and_needs_no_svd(make, tmp_path: 
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     model = make()
     rankmap = _plan(model, 60)
-    report = compress_model(model, rankmap)
-    folder = save_compressed(model, tmp_path / "compressed", rankmap, report)
+    report = compress_to(model, rankmap)
+    folder = save_compressed(model, tmp_path / "compressed", report)
     assert (folder / MANIFEST).is_file() and (folder / "rankmap.json").is_file()
     from safetensors import safe_open
 
@@ -132,15 +176,15 @@ def test_act_svd_end_to_end_and_its_errors() -> None:
     doubled = collect_grams(model, batches + batches, names)
     torch.testing.assert_close(doubled[names[0]], grams[names[0]], rtol=1e-5, atol=1e-6)
     with pytest.raises(wc.WeLoreError, match="act_svd needs calibration"):
-        compress_model(tiny_llama(), rankmap, CompressionConfig(act_svd=True))
-    report = compress_model(model, rankmap, CompressionConfig(act_svd=True), grams)
+        compress_to(tiny_llama(), rankmap, CompressionConfig(act_svd=True))
+    report = compress_to(model, rankmap, CompressionConfig(act_svd=True), grams)
     assert report.act_svd and report.factored
 
 
 def test_rank_map_of_another_model_is_refused() -> None:
     rankmap = _plan(tiny_gpt2(), 30)
     with pytest.raises(wc.RankMapError, match="does not fit this model"):
-        compress_model(tiny_llama(), rankmap)
+        compress_to(tiny_llama(), rankmap)
     with pytest.raises(wc.WeLoreError, match="compression mode"):
         CompressionConfig(mode="some")
 
@@ -154,8 +198,8 @@ def test_neox_and_tied_llama_folders_round_trip(tmp_path: Path) -> None:
                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
     for name, model in (("neox", tiny_neox()), ("tied", tied)):
         rankmap = _plan(model, 60)
-        report = compress_model(model, rankmap)
-        folder = save_compressed(model, tmp_path / name, rankmap, report)
+        report = compress_to(model, rankmap)
+        folder = save_compressed(model, tmp_path / name, report)
         loaded = load_compressed(folder)
         x = torch.randint(0, 64, (1, 9))
         assert torch.equal(loaded(x).logits, model(x).logits), name
@@ -165,17 +209,17 @@ def test_neox_and_tied_llama_folders_round_trip(tmp_path: Path) -> None:
 def test_output_folder_that_is_not_compressed_is_never_deleted(tmp_path: Path) -> None:
     model = tiny_llama()
     rankmap = _plan(model, 60)
-    report = compress_model(model, rankmap)
+    report = compress_to(model, rankmap)
     precious = tmp_path / "thesis"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
     with pytest.raises(wc.WeLoreError, match="exists and is not a compressed model folder"):
-        save_compressed(model, precious, rankmap, report)
+        save_compressed(model, precious, report)
     assert (precious / "thesis.tex").read_text() == "years of work"
-    first = save_compressed(model, tmp_path / "c", rankmap, report)
-    assert save_compressed(model, first, rankmap, report) == first  # a compressed folder may be replaced
+    first = save_compressed(model, tmp_path / "c", report)
+    assert save_compressed(model, first, report) == first  # a compressed folder may be replaced
     with pytest.raises(wc.WeLoreError, match="source model's folder"):
-        save_compressed(model, tmp_path / "c2", rankmap, report, source_folder=tmp_path / "c2")
+        save_compressed(model, tmp_path / "c2", report, source_folder=tmp_path / "c2")
 
 
 def test_tied_head_is_refused_and_factored_layers_are_refactored_not_truncated() -> None:
@@ -183,25 +227,85 @@ def test_tied_head_is_refused_and_factored_layers_are_refactored_not_truncated()
     spectra = wc.compute_spectra(model, wc.SpectraConfig(with_head=True, use_cache=False))
     rankmap = wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(err=60)))
     with pytest.raises(wc.WeLoreError, match="tied to the input embedding"):
-        compress_model(model, rankmap, CompressionConfig(mode="all"))
+        compress_to(model, rankmap, CompressionConfig(mode="all"))
     llama = tiny_llama()
-    compress_model(llama, _plan(llama, 60))
+    compress_to(llama, _plan(llama, 60))
     factored = next(l for l in wc.discover_layers(llama) if isinstance(llama.get_submodule(l.name), LowRankLinear))
-    from welore_core.compress import truncate_layer
+    from welore_core.compression import truncate_layer
 
     with pytest.raises(wc.WeLoreError, match="already factored"):
         truncate_layer(llama, factored.name, 1)
     again = wc.rankmap_dict(wc.plan_from_ranks(wc.compute_spectra(llama, wc.SpectraConfig(use_cache=False)),
                                                {factored.name: 1}, wc.PlanConfig(min_ratio=0.0)))
-    report = compress_model(llama, again, CompressionConfig(mode="all"))
+    report = compress_to(llama, again, CompressionConfig(mode="all"))
     assert report.factored == {factored.name: 1} and llama.get_submodule(factored.name).rank == 1
 
 
 def test_damaged_compressed_folder_is_a_clear_error(tmp_path: Path) -> None:
     model = tiny_llama()
     rankmap = _plan(model, 60)
-    folder = save_compressed(model, tmp_path / "c", rankmap, compress_model(model, rankmap))
+    folder = save_compressed(model, tmp_path / "c", compress_to(model, rankmap))
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:2000])
     with pytest.raises(wc.WeLoreError, match="weights do not load"):
         load_compressed(folder)
+
+
+def test_empty_weights_in_one_thread_leaves_other_threads_real() -> None:
+    """A dashboard job loading a compressed folder must not empty the weights another job is building."""
+    import threading
+
+    from welore_core.models import empty_weights
+
+    inside, done = threading.Event(), threading.Event()
+    built: dict[str, torch.nn.Linear] = {}
+
+    def loader() -> None:
+        with empty_weights():
+            built["empty"] = torch.nn.Linear(4, 4)
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=loader)
+    thread.start()
+    assert inside.wait(10)
+    built["real"] = torch.nn.Linear(4, 4)  # built here while the other thread is still inside empty_weights()
+    done.set()
+    thread.join()
+    assert built["empty"].weight.device.type == "meta" and built["real"].weight.device.type == "cpu"
+
+
+def test_a_tied_model_loads_tied_while_another_thread_is_building_one(tmp_path: Path) -> None:
+    """transformers disables PreTrainedModel.tie_weights for the whole process while it loads a model; two jobs
+    loading at once must not leave a tied head untied (on meta, or saved without data)."""
+    import threading
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.initialization import no_tie_weights
+
+    from welore_core.models import building
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 tie_word_embeddings=True)).save_pretrained(tmp_path / "tied")
+    inside, release = threading.Event(), threading.Event()
+
+    def other_job() -> None:  # a concurrent from_pretrained, frozen in the middle of its build
+        with building(), no_tie_weights():
+            inside.set()
+            release.wait(10)
+
+    other = threading.Thread(target=other_job)
+    other.start()
+    assert inside.wait(10)
+    loaded: list[torch.nn.Module] = []
+    mine = threading.Thread(target=lambda: loaded.append(wc.load_model(wc.resolve_model(tmp_path / "tied"))))
+    mine.start()
+    mine.join(0.5)
+    assert mine.is_alive()  # waits for the other build instead of running inside it
+    release.set()
+    other.join()
+    mine.join(30)
+    head, embed = loaded[0].get_output_embeddings().weight, loaded[0].get_input_embeddings().weight
+    assert head is embed and head.device.type == "cpu"

@@ -24,7 +24,7 @@ def test_plan_page_follows_the_err_slider(llama_dir: Path, monkeypatch: pytest.M
     at.slider[0].set_value(20.0).run()
     low = wc.make_plan(spectra, wc.PlanConfig(err=20.0))
     assert {m.label: m.value for m in at.metric}["Achieved ERR"] == f"{low.achieved_err:.2f} %"
-    assert {m.label: m.value for m in at.metric}["LRC / N-LRC"] == f"{low.totals['lrc']} / {low.totals['nlrc']}"
+    assert {m.label: m.value for m in at.metric}["LRC / N-LRC"] == f"{low.totals.lrc} / {low.totals.nlrc}"
 
 
 def test_bad_model_path_shows_an_error_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +35,7 @@ def test_bad_model_path_shows_an_error_not_a_traceback(tmp_path: Path, monkeypat
 
 
 def test_figures_name_every_layer_on_hover(llama_dir: Path) -> None:
-    from dashboard.figures import reduction_heatmap_figure, spectra_heatmap_figure
+    from welore_core.figures import reduction_heatmap_figure, spectra_heatmap_figure
 
     spectra = wc.compute_spectra(llama_dir)
     plan = wc.make_plan(spectra, wc.PlanConfig(err=40))
@@ -63,7 +63,7 @@ def test_evaluate_page_runs_a_background_job_to_the_registry(lm_dir: Path, corpu
     at.button[0].click().run()  # the form's Launch button
     assert not at.exception and not at.error
     job = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
-    from welore_core.jobs import wait
+    from welore_core.evaluation import wait
 
     state = wait(job, timeout=120)
     assert state.status == "done", state.error
@@ -81,7 +81,7 @@ def test_sensitivity_page_scans_in_the_background(lm_dir: Path, corpus_file: Pat
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from welore_core.jobs import wait
+    from welore_core.evaluation import wait
 
     for key, value in {"WELORE_MODEL": str(lm_dir), "WELORE_EVAL_DATA": str(corpus_file), "WELORE_EVAL_TOKENS": "256",
                        "WELORE_EVAL_SEQLEN": "64"}.items():
@@ -164,7 +164,7 @@ def test_layer_table_joins_spectra_and_plan_and_filters(llama_dir: Path, monkeyp
     assert row["stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2)
     assert row["rank"] == plan.ranks()["model.layers.1.mlp.down_proj"]
     at.radio(key="table_part").set_value("LRC").run()
-    assert len(at.dataframe[0].value) == plan.totals["lrc"] and at.dataframe[0].value["lrc"].all()
+    assert len(at.dataframe[0].value) == plan.totals.lrc and at.dataframe[0].value["lrc"].all()
     at.text_input(key="table_pattern").set_value("layers.2.").run()
     assert set(at.dataframe[0].value["block"]) <= {2}
 
@@ -178,7 +178,7 @@ def test_compare_tab_puts_two_strategies_at_the_same_err(llama_dir: Path, monkey
     welore = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
     energy = wc.make_plan(spectra, wc.PlanConfig(strategy="energy", err=welore.achieved_err))
     assert totals["achieved ERR %"].iloc[1] == pytest.approx(energy.achieved_err, abs=1e-3)
-    assert totals["LRC"].iloc[1] == energy.totals["lrc"]
+    assert totals["LRC"].iloc[1] == energy.totals.lrc
 
 
 def test_uploaded_rank_map_is_checked_and_offered_for_compression(llama_dir: Path, tmp_path: Path,
@@ -205,7 +205,7 @@ def test_uploaded_rank_map_is_checked_and_offered_for_compression(llama_dir: Pat
 
 
 def test_spectra_tab_draws_chosen_layers(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dashboard.figures import spectra_lines_figure
+    from welore_core.figures import spectra_lines_figure
 
     at = _plan_page(llama_dir, monkeypatch, "Spectra")
     at.multiselect(key="lines_self_attn.q_proj").set_value(["model.layers.0.self_attn.q_proj"]).run()
@@ -218,7 +218,7 @@ def test_spectra_tab_draws_chosen_layers(llama_dir: Path, monkeypatch: pytest.Mo
 
 
 def test_wide_spectra_heatmap_keeps_sorted_samples_and_names_layers(llama_dir: Path) -> None:
-    from dashboard.figures import runs_figure, spectra_heatmap_figure
+    from welore_core.figures import runs_figure, spectra_heatmap_figure
 
     spectra = wc.compute_spectra(llama_dir)
     fig = spectra_heatmap_figure(spectra, "mlp.down_proj", max_columns=8)
@@ -254,7 +254,7 @@ def test_a_folder_that_is_not_a_causal_lm_gets_a_message(tmp_path: Path, monkeyp
 
 def test_two_tabs_keep_their_own_jobs_and_a_reload_finds_them(lm_dir: Path, corpus_file: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from welore_core.jobs import JobStore, wait
+    from welore_core.evaluation import JobStore, wait
 
     for key, value in {"WELORE_MODEL": str(lm_dir), "WELORE_EVAL_DATA": str(corpus_file), "WELORE_EVAL_TOKENS": "256",
                        "WELORE_EVAL_SEQLEN": "64"}.items():

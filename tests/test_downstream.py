@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import CHARS, tiny_llama
-from welore_core import downstream as ds
-from welore_core.paths import data_dir
+from welore_core.data import downstream as ds
+from welore_core.utils import data_dir
 
 SHARED = data_dir() / "downstream"
 
@@ -81,7 +81,7 @@ def test_finetuning_on_a_task_teaches_a_tiny_model_its_answer(tmp_path: Path, mo
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from welore_core.finetune import FinetuneConfig
-    from welore_core.finetune_run import run_finetune
+    from welore_core.finetune import run_finetune
 
     names = ["bo", "al", "cy", "di", "ed", "flo", "gus"]
     rows = [{"question": f"A coin is heads up. {a} flips it. {b} flips it. Is it up?", "answer": "yes"}
@@ -98,6 +98,6 @@ def test_finetuning_on_a_task_teaches_a_tiny_model_its_answer(tmp_path: Path, mo
     settings = FinetuneConfig(mode="full", task="coin_flip", steps=40, seqlen=80, batch_size=8, lr=1e-2,
                               forget_tokens=0, eval_examples=12, save_every=0)
     result = run_finetune(tmp_path / "lm", settings, tmp_path / "out")
-    assert result["accuracy_before"] == 0.0 and result["accuracy_after"] == 1.0
-    assert result["heldout_ppl_after"] < result["heldout_ppl_before"]
-    assert result["data"] == "task:coin_flip" and result["after"]["examples"] == 12
+    assert result.accuracy_before == 0.0 and result.accuracy_after == 1.0
+    assert result.heldout_ppl_after < result.heldout_ppl_before
+    assert result.data == "task:coin_flip" and result.after["examples"] == 12

@@ -115,7 +115,7 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
         lower = wc.make_plan(spectra, wc.PlanConfig(err=40.0))
         expect(page.locator('[data-testid="stMetric"]').filter(has_text="Achieved ERR").first).to_contain_text(
             f"{lower.achieved_err:.2f} %", timeout=30_000)
-        assert _metric(page, "LRC / N-LRC") == f"{lower.totals['lrc']} / {lower.totals['nlrc']}"
+        assert _metric(page, "LRC / N-LRC") == f"{lower.totals.lrc} / {lower.totals.nlrc}"
         page.screenshot(path=str(shots / "2-slider.png"), full_page=True)
 
         page.get_by_role("tab", name="Rank map").click()

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from welore_core import experiments
-from welore_core.evaluate import EvalConfig
-from welore_core.experiments import evaluate_model, load_for_eval, sensitivity_scan, sweep, token_ids
-from welore_core.registry import Registry, plan_hash
+import welore_core as wc
+from welore_core.compression import Calibration, CompressionConfig, compress_to, save_compressed
+from welore_core.evaluation import (EvalConfig, Registry, evaluate_model, load_for_eval, plan_hash, sensitivity_scan,
+                                    sweep, token_ids)
+from welore_core.evaluation import runs as experiments
 
 
 def test_identical_evaluation_is_answered_from_the_registry(lm_dir: Path, corpus_file: Path,
@@ -56,20 +57,33 @@ def test_sensitivity_scan_restores_every_weight(lm_dir: Path, corpus_file: Path)
     config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
     ids, _ = token_ids(loaded, config)
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    sensitivity_scan(loaded.model, ids, config, ratio=0.75)
+    sensitivity_scan(loaded.model, ids, config, ratio=0.75, by="layer")
+    assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())
+
+
+def test_sensitivity_groups_by_type_or_layer_and_every_cut_changes_perplexity(lm_dir: Path, corpus_file: Path) -> None:
+    loaded = load_for_eval(lm_dir)
+    config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
+    ids, _ = token_ids(loaded, config)
     by_type = sensitivity_scan(loaded.model, ids, config, ratio=0.75)
     assert list(by_type["kind"])[:3] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
-    assert len(by_type) == 7 and (by_type["layers"] == 3).all() and (by_type["ppl"] > 0).all()
-    assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())
+    assert len(by_type) == 7 and (by_type["layers"] == 3).all()
+    dense = wc.perplexity(loaded.model, ids, config).ppl
+    assert (by_type["dense_ppl"] == dense).all() and (by_type["ppl"] != dense).all()
     by_layer = sensitivity_scan(loaded.model, ids, config, ratio=0.75, by="layer")
-    assert len(by_layer) == 21 and set(by_layer["block"]) == {0, 1, 2}
-    with pytest.raises(Exception, match="ratio must be in"):
-        sensitivity_scan(loaded.model, ids, config, ratio=1.0)
+    assert len(by_layer) == 21 and set(by_layer["block"]) == {0, 1, 2} and (by_layer["layers"] == 1).all()
+
+
+def test_sensitivity_settings_are_refused_before_any_work(lm_dir: Path, corpus_file: Path) -> None:
+    config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
+    with pytest.raises(wc.WeLoreError, match="ratio must be in"):
+        wc.sensitivity_of("/no/such/model", config, ratio=1.0)
+    with pytest.raises(wc.WeLoreError, match="'type' or 'layer'"):
+        wc.sensitivity_of("/no/such/model", config, by="block")
 
 
 def test_act_svd_runs_are_keyed_by_their_calibration(lm_dir: Path, corpus_file: Path, tmp_path: Path) -> None:
-    from welore_core.compress import CompressionConfig
-    from welore_core.experiments import Calibration
-
     other = tmp_path / "other.txt"
     other.write_text(corpus_file.read_text()[::-1])
     config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
@@ -84,18 +98,14 @@ def test_act_svd_runs_are_keyed_by_their_calibration(lm_dir: Path, corpus_file: 
 
 def test_sensitivity_on_a_compressed_model_changes_factored_layers(lm_dir: Path, corpus_file: Path,
                                                                    tmp_path: Path) -> None:
-    from welore_core.checkpoint import save_compressed
-    from welore_core.compress import compress_model
-    import welore_core as wc
-
     loaded = load_for_eval(lm_dir)
-    rankmap = wc.rankmap_dict(wc.make_plan(wc.compute_spectra(loaded.model), wc.PlanConfig(err=60)))
-    report = compress_model(loaded.model, rankmap)
-    folder = save_compressed(loaded.model, tmp_path / "c", rankmap, report, lm_dir)
+    plan = wc.make_plan(wc.compute_spectra(loaded.model), wc.PlanConfig(err=60))
+    report = compress_to(loaded.model, plan)
+    folder = save_compressed(loaded.model, tmp_path / "c", report, lm_dir)
     compressed = load_for_eval(folder)
     config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
     ids, _ = token_ids(compressed, config)
     df = sensitivity_scan(compressed.model, ids, config, ratio=0.9, by="layer").set_index("group")
     factored = next(iter(report.factored))
     assert df.loc[factored, "ppl"] != df.loc[factored, "dense_ppl"]
-    assert isinstance(compressed.model.get_submodule(factored), wc.lowrank.LowRankLinear)
+    assert isinstance(compressed.model.get_submodule(factored), wc.LowRankLinear)

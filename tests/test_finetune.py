@@ -1,7 +1,6 @@
 """Fine-tuning (issue 6) on tiny seeded models: what each mode trains, resume, output folders, the CLI."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,30 +10,27 @@ from safetensors import safe_open
 
 import welore_core as wc
 from conftest import char_tokenizer, tiny_llama
-from welore_core.checkpoint import save_compressed
-from welore_core.compress import compress_model
-from welore_core.finetune import MODES, FinetuneConfig, block_matrices, build_optimizer, prepare_model, state_bytes
-from welore_core.finetune_run import run_finetune
-from welore_core.jobs import JobCancelled
-from welore_core.lowrank import LowRankLinear
+from welore_core.compression import LowRankLinear, compress_to, save_compressed
+from welore_core.evaluation import JobCancelled
+from welore_core.finetune import MODES, FinetuneConfig, build_optimizer, prepare_model, run_finetune, state_bytes
+from welore_core.finetune.modes import block_matrices
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
-def compressed_llama(err: float = 50.0, bias: bool = False) -> tuple[torch.nn.Module, dict, object]:  # type: ignore[type-arg]
+def compressed_llama(err: float = 50.0, bias: bool = False) -> tuple[torch.nn.Module, wc.CompressionReport]:
     model = tiny_llama(bias=bias)
     spectra = wc.compute_spectra(model, wc.SpectraConfig(use_cache=False))
-    rankmap = wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(err=err)))
-    report = compress_model(model, rankmap)
-    return model, rankmap, report
+    report = compress_to(model, wc.make_plan(spectra, wc.PlanConfig(err=err)))
+    return model, report
 
 
 @pytest.fixture
 def compressed_dir(tmp_path: Path) -> Path:
     """A tiny LLaMA at 50 % ERR: 5 LRCs factored, 16 N-LRCs dense, with a character tokenizer."""
-    model, rankmap, report = compressed_llama()
-    folder = save_compressed(model, tmp_path / "compressed", rankmap, report)
+    model, report = compressed_llama()
+    folder = save_compressed(model, tmp_path / "compressed", report)
     char_tokenizer().save_pretrained(folder)
     return folder
 
@@ -64,7 +60,7 @@ def expected_trainable(model: torch.nn.Module, mode: str) -> set[str]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_each_mode_trains_exactly_its_claimed_set(mode: str) -> None:
-    model, _, report = compressed_llama()
+    model, report = compressed_llama()
     claimed = expected_trainable(model, mode)
     prepared = prepare_model(model, config(Path("unused.txt"), mode))
     assert all(p.requires_grad for p in prepared.trainable.values())
@@ -106,11 +102,11 @@ def test_a_run_changes_exactly_the_trained_tensors_and_lowers_the_loss(mode: str
     assert set(after) == set(before) and all(after[k].dtype == before[k].dtype for k in before)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == claimed
-    losses = [loss for _, loss in result["loss_curve"]]
+    losses = [loss for _, loss in result.loss_curve]
     assert len(losses) == 12 and sum(losses[-3:]) / 3 < losses[0]
-    assert result["heldout_ppl_after"] < result["heldout_ppl_before"]
-    assert result["tokens"] == 12 * 4 * 32 and result["tokens_per_s"] > 0 and result["peak_memory_mib"] > 0
-    assert result["state_bytes"]["grads"] == 4 * result["trainable_params"]
+    assert result.heldout_ppl_after < result.heldout_ppl_before
+    assert result.tokens == 12 * 4 * 32 and result.tokens_per_s > 0 and result.peak_memory_mib > 0
+    assert result.state_bytes["grads"] == 4 * result.trainable_params
     assert not (tmp_path / "out.checkpoints").exists()  # removed once the output is written
 
 
@@ -129,15 +125,15 @@ def test_a_cancelled_run_resumes_to_the_same_weights(mode: str, compressed_dir: 
     assert (tmp_path / "resumed.checkpoints" / "latest").read_text().strip() == "step-000003"
     assert not (tmp_path / "resumed").exists()
     resumed = run_finetune(compressed_dir, settings, tmp_path / "resumed")
-    assert resumed["resumed_from"] == 3 and resumed["steps_this_run"] == 3
+    assert resumed.resumed_from == 3 and resumed.steps_this_run == 3
     # throughput covers the whole run, both sessions; this session's share is reported beside it
-    assert resumed["tokens"] == straight["tokens"] == 6 * 4 * 32 and resumed["session_tokens"] == 3 * 4 * 32
-    assert resumed["train_seconds"] > resumed["session_seconds"] > 0
-    assert resumed["loss_curve"] == straight["loss_curve"]
+    assert resumed.tokens == straight.tokens == 6 * 4 * 32 and resumed.session_tokens == 3 * 4 * 32
+    assert resumed.train_seconds > resumed.session_seconds > 0
+    assert resumed.loss_curve == straight.loss_curve
     a, b = tensors(tmp_path / "straight"), tensors(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
     again = run_finetune(compressed_dir, settings, tmp_path / "resumed")  # finished: answered from the output folder
-    assert again["cached"] and again["key"] == resumed["key"]
+    assert again.cached and again.key == resumed.key
     if mode == "lrc":  # a leftover checkpoint of another run is never silently reused
         with pytest.raises(JobCancelled):
             run_finetune(compressed_dir, settings, tmp_path / "other", cancel_at_3)
@@ -148,11 +144,11 @@ def test_a_cancelled_run_resumes_to_the_same_weights(mode: str, compressed_dir: 
 def test_output_keeps_the_input_dtypes_reloads_and_evaluates(tmp_path: Path, corpus_file: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from welore_core.cli import main
-    from welore_core.evaluate import EvalConfig, perplexity
-    from welore_core.textdata import split_text
+    from welore_core.evaluation import EvalConfig, perplexity
+    from welore_core.data import split_text
 
-    model, rankmap, report = compressed_llama()
-    folder = save_compressed(model.to(torch.bfloat16), tmp_path / "bf16", rankmap, report)
+    model, report = compressed_llama()
+    folder = save_compressed(model.to(torch.bfloat16), tmp_path / "bf16", report)
     char_tokenizer().save_pretrained(folder)
     settings = config(corpus_file, "lrc", steps=4)
     result = run_finetune(folder, settings, tmp_path / "out")
@@ -163,11 +159,13 @@ def test_output_keeps_the_input_dtypes_reloads_and_evaluates(tmp_path: Path, cor
     loaded = wc.load_model(wc.resolve_model(tmp_path / "out"))
     heldout = split_text(char_tokenizer(), str(corpus_file), settings.heldout, settings.seqlen).heldout
     ppl = perplexity(loaded, heldout, EvalConfig(seqlen=32, tokens=512, batch_size=4)).ppl
-    assert ppl == pytest.approx(result["heldout_ppl_after"], rel=1e-6)
-    assert json.loads((tmp_path / "out" / "welore-finetune.json").read_text())["key"] == result["key"]
+    assert ppl == pytest.approx(result.heldout_ppl_after, rel=1e-6)
+    assert json.loads((tmp_path / "out" / "welore-finetune.json").read_text())["key"] == result.key
     code = main(["eval", str(tmp_path / "out"), "--data", str(corpus_file), "--seqlen", "32", "--tokens", "256",
-                 "--json"])
-    assert code == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ppl"] > 1
+                 "--batch-size", "4", "--json"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ids = wc.tokenize_corpus(char_tokenizer(), wc.load_corpus(str(corpus_file)))
+    assert code == 0 and printed["ppl"] == pytest.approx(perplexity(loaded, ids, EvalConfig(seqlen=32, tokens=256)).ppl)
 
 
 def test_dense_input_is_compressed_first_or_trained_as_all_nlrc(lm_dir: Path, corpus_file: Path,
@@ -175,12 +173,12 @@ def test_dense_input_is_compressed_first_or_trained_as_all_nlrc(lm_dir: Path, co
     with pytest.raises(wc.WeLoreError, match="no LowRankLinear layers"):
         run_finetune(lm_dir, config(corpus_file, "lrc", steps=2), tmp_path / "x")
     result = run_finetune(lm_dir, config(corpus_file, "lrc", steps=3, err=50.0), tmp_path / "compressed")
-    assert result["compressed"] and wc.resolve_model(tmp_path / "compressed").kind == "compressed"
+    assert result.compressed and wc.resolve_model(tmp_path / "compressed").kind == "compressed"
     loaded = wc.load_model(wc.resolve_model(tmp_path / "compressed"))
     factors = [m for m in loaded.modules() if isinstance(m, LowRankLinear)]
-    assert factors and result["trainable_params"] == sum(p.numel() for m in factors for p in m.parameters())
+    assert factors and result.trainable_params == sum(p.numel() for m in factors for p in m.parameters())
     plain = run_finetune(lm_dir, config(corpus_file, "full", steps=3), tmp_path / "plain")
-    assert not plain["compressed"] and wc.resolve_model(tmp_path / "plain").kind == "folder"
+    assert not plain.compressed and wc.resolve_model(tmp_path / "plain").kind == "folder"
     assert set(tensors(tmp_path / "plain")) == set(tensors(lm_dir))
     with pytest.raises(wc.WeLoreError, match="already compressed"):
         run_finetune(tmp_path / "compressed", config(corpus_file, "lrc", steps=2, err=50.0), tmp_path / "y")
@@ -210,20 +208,8 @@ def test_config_and_output_errors_name_the_bad_value(compressed_dir: Path, corpu
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """`welore` with the finetune command registered (as cli.build_parser will once it is wired in)."""
     from welore_core import cli
-    from welore_core.cli_finetune import register
 
-    original = cli.build_parser
-
-    def with_finetune() -> argparse.ArgumentParser:
-        parser = original()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "finetune" not in sub.choices:
-            register(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", with_finetune)
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
@@ -238,16 +224,16 @@ def test_cli_prints_the_result_json_last(compressed_dir: Path, corpus_file: Path
     assert code == 0 and "held-out PPL" in stdout and "tokens/s" in stdout
     result = json.loads(stdout.strip().splitlines()[-1])
     assert result["mode"] == "nlrc" and result["steps"] == 3 and len(result["loss_curve"]) == 3
-    for key in ("trainable_params", "final_loss", "heldout_ppl_after", "peak_memory_mib", "tokens_per_s"):
-        assert isinstance(result[key], (int, float)), key
+    record = json.loads((out / "welore-finetune.json").read_text())
+    assert result == {**record, "cached": False}  # the printed result is the one stored beside the weights
     assert wc.resolve_model(out).kind == "compressed"
     runs = wc.Registry.default().frame("finetune")
     assert list(runs["mode"]) == ["nlrc"] and runs["ppl"].iloc[0] == pytest.approx(result["heldout_ppl_after"])
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--mode", "lorra"], "fine-tuning mode must be one of lrc, nlrc, full, lora, galore, got 'lorra'"),
-    (["--data", "/no/such.txt"], "data '/no/such.txt': not one of"),
+    (["--mode", "lorra"], "argument --mode: invalid choice: 'lorra' (choose from 'lrc', 'nlrc', 'full', 'lora', 'galore')"),
+    (["--data", "/no/such.txt"], "data '/no/such.txt': no such file"),
     (["--steps", "0"], "steps must be a positive integer, got 0"),
     (["--err", "50"], "is already compressed; drop err/rankmap"),
 ])
@@ -263,11 +249,12 @@ def test_cli_errors_are_one_line_and_exit_2(argv: list[str], message: str, compr
     assert json.loads(out.strip().splitlines()[-1])["error"] in err
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_new_core_modules_import_without_streamlit_or_training_stacks() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, welore_core.finetune_run, welore_core.finetune_report, welore_core.cli_finetune; "
+    code = ("import sys, welore_core.finetune, welore_core.cli; "
             "print(sorted(m for m in ('streamlit', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout
@@ -275,7 +262,7 @@ def test_new_core_modules_import_without_streamlit_or_training_stacks() -> None:
 
 
 def test_ratios_compare_only_runs_of_the_same_model_and_shape() -> None:
-    from welore_core.finetune_report import runs_frame, with_ratios
+    from welore_core.finetune import runs_frame, with_ratios
 
     def run(mode: str, model: str, seqlen: int, tps: float) -> dict:  # type: ignore[type-arg]
         return {"mode": mode, "model": model, "data": "d", "steps": 8, "trainable_params": 10, "peak_memory_mib": 1.0,

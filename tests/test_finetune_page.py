@@ -9,10 +9,11 @@ from streamlit.testing.v1 import AppTest
 
 import welore_core as wc
 from conftest import char_tokenizer, tiny_llama
-from welore_core.checkpoint import save_compressed
-from welore_core.compress import compress_model
-from welore_core.finetune_report import finetune_runs, loss_curves_figure, with_ratios
-from welore_core.jobs import wait
+from welore_core.compression import save_compressed
+from welore_core.compression import compress_to
+from welore_core.figures import loss_curves_figure
+from welore_core.finetune import finetune_runs, with_ratios
+from welore_core.evaluation import wait
 
 PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "page_finetune.py")
 
@@ -24,8 +25,8 @@ def test_page_runs_modes_in_the_background_and_compares_them(tmp_path: Path, cor
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny_llama()
     spectra = wc.compute_spectra(model, wc.SpectraConfig(use_cache=False))
-    rankmap = wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(err=50)))
-    folder = save_compressed(model, tmp_path / "compressed", rankmap, compress_model(model, rankmap))
+    report = wc.compress_to(model, wc.make_plan(spectra, wc.PlanConfig(err=50)))
+    folder = save_compressed(model, tmp_path / "compressed", report)
     char_tokenizer().save_pretrained(folder)
     for key, value in {"WELORE_MODEL": str(folder), "WELORE_FT_DATA": str(corpus_file), "WELORE_FT_STEPS": "4",
                        "WELORE_FT_SEQLEN": "32", "WELORE_FT_OUT": str(tmp_path / "out")}.items():

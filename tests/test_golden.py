@@ -82,7 +82,6 @@ def outputs(tmp: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.slow
 def test_cli_json_outputs_match_the_golden_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     got = outputs(tmp_path, capsys)
     if os.environ.get("WELORE_GOLDEN_UPDATE") == "1":

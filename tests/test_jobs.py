@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 import welore_core as wc
-from welore_core.evaluate import EvalConfig
-from welore_core.experiments import compress_and_evaluate
-from welore_core.jobs import JobStore, start_job, wait
+from welore_core.evaluation import EvalConfig, JobStore, compress_and_evaluate, start_job, wait
 
 
 def test_job_reports_progress_and_result() -> None:
@@ -70,9 +68,17 @@ def test_compress_and_evaluate_job_lands_in_the_registry(lm_dir: Path, corpus_fi
                                                                                  save_to=save_to))
     state = wait(job, timeout=300)
     assert state.status == "done", state.error
-    assert state.result is not None and state.result["ppl"] > 1 and state.result["cached"] is False
-    assert (save_to / "welore-manifest.json").is_file()
+    assert state.result is not None and state.result["cached"] is False
     runs = wc.Registry.default().frame("eval")
     assert len(runs) == 1 and runs.loc[0, "ppl"] == pytest.approx(state.result["ppl"])
-    # the same request again: answered from the registry
-    assert compress_and_evaluate(lm_dir, rankmap, config)["cached"] is True
+    # the saved folder is the model that was scored: evaluated on its own it gives the same perplexity
+    assert wc.evaluate_model(save_to, config)["ppl"] == pytest.approx(state.result["ppl"], rel=1e-6)
+
+
+def test_a_plan_config_is_planned_in_the_job_like_its_rank_map(lm_dir: Path, corpus_file: Path) -> None:
+    rankmap = wc.rankmap_dict(wc.make_plan(wc.compute_spectra(lm_dir), wc.PlanConfig(err=60)))
+    config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
+    first = compress_and_evaluate(lm_dir, rankmap, config)
+    planned = compress_and_evaluate(lm_dir, wc.PlanConfig(err=60), config)
+    assert first["cached"] is False and planned["cached"] is True  # the same ranks: the same registry row
+    assert planned["achieved_err"] == pytest.approx(rankmap["achieved_err"]) and planned["ppl"] == first["ppl"]

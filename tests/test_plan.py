@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from welore_core import LayerInfo, PlanConfig, Spectra, SpectraConfig, WeLoreError, compute_spectra, make_plan
-from welore_core.plan import err_for_k, plan_from_ranks, prepare_scores
+from welore_core.compression import err_for_k, plan_from_ranks, prepare_scores
 
 
 def synthetic(seed: int, shapes: list[tuple[int, int]], total_extra: int = 1000) -> Spectra:
@@ -59,21 +59,29 @@ def test_planning_at_the_solved_k_reproduces_the_plan(strategy: str) -> None:
     assert err_for_k(prepare_scores(spectra, strategy), by_err.k) == pytest.approx(by_err.achieved_err, abs=1e-9)
 
 
-def test_lrc_flag_and_parameter_totals() -> None:
-    spectra = synthetic(1, SHAPES)
-    plan = make_plan(spectra, PlanConfig(err=50, min_ratio=0.5))
+def test_lrc_flag_follows_the_reduction() -> None:
+    plan = make_plan(synthetic(1, SHAPES), PlanConfig(err=50, min_ratio=0.5))
     for l in plan.layers:
         assert l.lrc == (l.rank < 0.5 * l.full_rank) and l.reduction == pytest.approx(1 - l.rank / l.full_rank)
         assert l.factored_params == l.rank * (l.shape[0] + l.shape[1])
+
+
+def test_totals_count_the_partition_and_the_factored_parameters() -> None:
+    spectra = synthetic(1, SHAPES)
+    plan = make_plan(spectra, PlanConfig(err=50, min_ratio=0.5))
     lrc = [l for l in plan.layers if l.lrc]
     t = plan.totals
-    assert t["lrc"] == len(lrc) and t["lrc"] + t["nlrc"] == len(SHAPES)
-    assert t["params_compressed"] == spectra.total_params - sum(l.dense_params - l.factored_params for l in lrc)
-    assert t["trainable_params"] == sum(l.factored_params for l in lrc)
-    assert t["bytes_compressed"]["bfloat16"] == 2 * t["params_compressed"]
-    assert t["params_all_layers"] <= t["params_compressed"] <= t["params_dense"]
+    assert t.lrc == len(lrc) and t.lrc + t.nlrc == len(SHAPES)
+    assert t.params_compressed == spectra.total_params - sum(l.dense_params - l.factored_params for l in lrc)
+    assert t.trainable_params == sum(l.factored_params for l in lrc)
+    assert t.bytes_compressed["bfloat16"] == 2 * t.params_compressed
+    assert t.params_all_layers <= t.params_compressed <= t.params_dense
+
+
+def test_min_ratio_one_makes_no_layer_an_lrc() -> None:
+    spectra = synthetic(1, SHAPES)
     none_lrc = make_plan(spectra, PlanConfig(err=50, min_ratio=1.0))
-    assert none_lrc.totals["lrc"] == 0 and none_lrc.totals["params_compressed"] == spectra.total_params
+    assert none_lrc.totals.lrc == 0 and none_lrc.totals.params_compressed == spectra.total_params
 
 
 def test_relative_error_equals_the_truncation_error_of_the_real_matrix(llama: torch.nn.Module) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from welore_core import WeLoreError, normalize, paper_threshold, solve_threshold
-from welore_core.threshold import count_below, solve_threshold_below
+from welore_core.compression import count_below, solve_threshold_below
 
 
 def brute_force(values: np.ndarray, err: float) -> float:

@@ -1,0 +1,103 @@
+"""`welore eval | sweep | sensitivity`: perplexity of a model, of compressed models across strategies and ERRs,
+and of one truncated layer group at a time."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..compression import CompressionConfig
+from ..errors import WeLoreError
+from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, sensitivity_of, sweep
+from ..figures import sensitivity_figure, sweep_figure
+from ..utils import atomic_write_text
+from .common import add_model, add_output, config_from, human, option, tqdm_progress
+from .compress import calibration, calibration_options
+
+SENSITIVITY_SEQLEN = 512  # scans run one evaluation per group: shorter windows keep them quick
+
+
+def eval_options(p: argparse.ArgumentParser, seqlen: int | None = None) -> None:
+    option(p, EvalConfig, "data", "a corpus: wikitext2 (local copy, else hub), c4 (hub), tinyshakespeare, "
+                                  "hub:NAME[:CONFIG[:SPLIT]] or a text file")
+    option(p, EvalConfig, "tokens", "token budget: evaluate only the first N tokens (whole windows)")
+    option(p, EvalConfig, "seqlen", "window length in tokens", **({"default": seqlen} if seqlen else {}))
+    option(p, EvalConfig, "batch_size", "windows per forward pass")
+    option(p, EvalConfig, "device", "auto (cuda when present), cpu, cuda[:N]")
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    result = evaluate_model(args.model, config_from(EvalConfig, args), tqdm_progress("eval"))
+    if human(args):
+        note = " (from the run registry)" if result["cached"] else ""
+        print(f"{args.data}: PPL {result['ppl']:.4f}, NLL {result['nll']:.4f} over {result['tokens']} tokens "
+              f"(seqlen {result['seqlen']}), {result['seconds']:.1f} s, {result['tokens_per_s']:.0f} tokens/s{note}")
+    return result
+
+
+def _numbers(text: str, what: str) -> list[float]:
+    try:
+        return [float(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        raise WeLoreError(f"--{what} must be comma-separated percentages, got {text!r}") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    errs = _numbers(args.errs, "errs")
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    config = CompressionConfig(mode="all" if args.all_layers else "lrc", act_svd=args.act_svd)
+    df = sweep(args.model, errs, strategies, config_from(EvalConfig, args), config, tqdm_progress("sweep"),
+               calib=calibration(args))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sweep.csv", df.to_csv(index=False))
+    atomic_write_text(out / "sweep.json", df.to_json(orient="records", indent=1))
+    atomic_write_text(out / "sweep.html", sweep_figure(df).to_html(include_plotlyjs="cdn"))
+    if human(args):
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"\nwritten: {out / 'sweep.csv'}, {out / 'sweep.json'}, {out / 'sweep.html'}")
+    return {"rows": df.to_dict(orient="records"), "output": str(out)}
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
+    result = sensitivity_of(args.model, config_from(EvalConfig, args), args.ratio, args.by,
+                            tqdm_progress("sensitivity"))
+    df = pd.DataFrame(result["rows"])
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "sensitivity.csv", df.to_csv(index=False))
+        atomic_write_text(out / "sensitivity.html", sensitivity_figure(df).to_html(include_plotlyjs="cdn"))
+    if human(args):
+        print(df.sort_values("ppl_increase", ascending=False).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return {"rows": df.to_dict(orient="records"), "output": args.output}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("eval", help="perplexity over non-overlapping windows")
+    add_model(p)
+    eval_options(p)
+    add_output(p)
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("sweep", help="compress + evaluate at several ERRs and strategies")
+    add_model(p)
+    p.add_argument("--errs", default="10,20,30,40,50", help="comma-separated ERR percentages (default: 10,20,30,40,50)")
+    p.add_argument("--strategies", default="welore,uniform", help="comma-separated strategies (default: welore,uniform)")
+    p.add_argument("--all-layers", action="store_true", help="every layer at its rank (the paper's Table 1 set-up)")
+    calibration_options(p, sizes=False)
+    p.add_argument("-o", "--output", default="out/sweep", help="folder for sweep.csv, sweep.json, sweep.html")
+    eval_options(p)
+    add_output(p)
+    p.set_defaults(run=cmd_sweep)
+
+    p = sub.add_parser("sensitivity", help="PPL when one layer type (or layer) at a time is truncated")
+    add_model(p)
+    p.add_argument("--ratio", type=float, default=0.5, help="rank reduction applied to the truncated group")
+    p.add_argument("--by", default="type", choices=GROUPINGS)
+    p.add_argument("-o", "--output", help="folder for sensitivity.csv and sensitivity.html")
+    eval_options(p, seqlen=SENSITIVITY_SEQLEN)
+    add_output(p)
+    p.set_defaults(run=cmd_sensitivity)

@@ -1,0 +1,95 @@
+"""Activation-whitened SVD (SVD-LLM, Wang et al. 2024), WeLore's data-aware option for the factors.
+
+With XᵀX = L Lᵀ over calibration inputs X of a layer, truncating W L instead of W minimises
+‖(W − W')X‖_F, the error the next layer actually sees. Calibration text is drawn as seeded random windows
+(`data.sample_windows`), and the second moments XᵀX of every layer's inputs are collected with forward
+pre-hooks in one pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..data import check_corpus, load_corpus, sample_windows, tokenize_corpus
+from ..errors import WeLoreError
+from ..models import check_seqlen
+from ..utils import Progress
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where ActSVD statistics come from: part of every compression identity."""
+
+    path: str  # a corpus spec: a text file, or wikitext2 / c4 / tinyshakespeare / hub:NAME
+    samples: int = 16  # random windows
+    seqlen: int = 256  # tokens per window
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise WeLoreError(f"calibration samples must be at least 1, got {self.samples}")
+        if self.seqlen < 2:
+            raise WeLoreError(f"calibration seqlen must be at least 2, got {self.seqlen}")
+        check_corpus(self.path, "calibration data")
+
+
+def calibration_batches(model: nn.Module, tokenizer: Any, calib: Calibration) -> tuple[list[torch.Tensor], str]:
+    """Random windows (1, seqlen) of the calibration text (seeded, reproducible) and the text's digest."""
+    check_seqlen(model, calib.seqlen, "calibration seqlen")
+    corpus = load_corpus(calib.path, what="calibration data")
+    ids = tokenize_corpus(tokenizer, corpus)
+    if ids.size <= calib.seqlen:
+        raise WeLoreError(f"calibration data {calib.path}: {ids.size} tokens, need more than seqlen {calib.seqlen}")
+    windows = sample_windows(ids, calib.seqlen, calib.samples, [calib.seed])  # (samples, seqlen)
+    return [w[None] for w in windows], corpus.digest
+
+
+def collect_grams(model: nn.Module, batches: list[torch.Tensor], names: list[str],
+                  progress: Progress | None = None) -> dict[str, torch.Tensor]:
+    """XᵀX / tokens (in, in): second moments of the inputs reaching each named layer over calibration
+    batches of token ids (averaged, so the A/B balance does not depend on how much data was used)."""
+    grams: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    hooks = []
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(torch.float32)  # (tokens, in)
+            g = x.T @ x
+            grams[name] = grams[name] + g if name in grams else g
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return hook
+
+    for name in names:
+        hooks.append(model.get_submodule(name).register_forward_pre_hook(hook_for(name)))
+    model.eval()  # no dropout noise in the statistics
+    try:
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            for i, batch in enumerate(batches, 1):
+                model(input_ids=batch.to(device), use_cache=False)
+                if progress:
+                    progress(i, len(batches), "calibration")
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: g / counts[name] for name, g in grams.items()}
+
+
+def whitened_factors(weight: torch.Tensor, rank: int, gram: torch.Tensor, damp: float,
+                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """SVD-LLM factors: truncate W L (XᵀX = L Lᵀ), then undo the whitening on B: B = √Σ_r V_rᵀ L⁻¹."""
+    g = gram.to(torch.float64)
+    g = g + damp * g.diagonal().mean().clamp_min(1e-12) * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+    chol = torch.linalg.cholesky(g)  # (in, in), lower
+    w = weight.detach().to(torch.float64)
+    u, s, vh = torch.linalg.svd((w @ chol).to(dtype), full_matrices=False)  # W L = U Σ Vᵀ
+    root = s[:rank].sqrt()
+    a = u[:, :rank] * root  # (out, r)
+    # B = √Σ V_rᵀ L⁻¹, computed as a triangular solve: B L = √Σ V_rᵀ  <=>  Lᵀ Bᵀ = (√Σ V_rᵀ)ᵀ
+    rhs = (root[:, None] * vh[:rank]).to(torch.float64)  # (r, in)
+    b = torch.linalg.solve_triangular(chol.T, rhs.T, upper=True).T  # (r, in)
+    return a.to(dtype), b.to(dtype)

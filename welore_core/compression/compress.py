@@ -1,0 +1,196 @@
+"""Apply a rank plan to a loaded model (plan → apply): LRCs become `LowRankLinear`, optionally every layer.
+
+`compress_to(model, target, config)` is the one way a model is compressed here (CLI, sweeps, fine-tuning,
+dashboard). The target is a `RankPlan`, a rank map dict (validated against the schema: it may come from a
+user's file), or a plain `{layer name: rank}` dict whose LRCs are the layers reduced by more than half.
+Two explicit modes, recorded in every result:
+  lrc — Low-Rank Components are factored, N-LRCs stay dense and untouched (the paper's fine-tuning
+        set-up and the default);
+  all — every layer gets its planned rank (the paper's compression tables; its code sets min_ratio to
+        0 there): factored where that saves parameters, truncated in place (dense, rank r) where it would
+        not, so no layer ever grows.
+Factors come from the weight SVD (data-agnostic, WeLore's default) or, with `act_svd`, from the
+activation-whitened SVD of SVD-LLM (see `actsvd`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from ..errors import RankMapError, WeLoreError
+from ..models import LayerInfo, ModelSource, count_parameters, discover_layers, linear_weight, set_module
+from ..utils import Progress
+from .actsvd import Calibration, whitened_factors
+from .folder import CompressionReport
+from .lowrank import LowRankLinear, svd_factors
+from .plan import LRC_MIN_RATIO, PlanConfig, RankPlan, make_plan
+from .rankmap import check_rankmap, custom_rankmap, rankmap_dict, read_rankmap
+from .spectra import SpectraConfig, compute_spectra
+
+MODES = ("lrc", "all")
+Target = Union[RankPlan, dict[str, Any]]  # a plan, a rank map dict, or {layer name: rank}
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    mode: str = "lrc"  # "lrc" (factor LRCs only) or "all" (every layer at its planned rank)
+    act_svd: bool = False  # activation-whitened SVD (needs calibration inputs) instead of weight SVD
+    svd_dtype: str = "float32"  # precision of the factorisation; float64 for large, ill-conditioned layers
+    damp: float = 1e-2  # ridge added to XᵀX (relative to its mean diagonal) before Cholesky, ActSVD only
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise WeLoreError(f"compression mode must be one of {MODES}, got {self.mode!r}")
+        if self.svd_dtype not in ("float32", "float64"):
+            raise WeLoreError(f"svd_dtype must be float32 or float64, got {self.svd_dtype!r}")
+        if not self.damp > 0:
+            raise WeLoreError(f"damp must be positive, got {self.damp!r}")
+
+    def identity(self, calib: Calibration | None = None, calib_digest: str = "") -> dict[str, Any]:
+        """Everything besides the ranks that changes the compressed weights (part of a run's identity)."""
+        extra: dict[str, Any] = {"svd_dtype": self.svd_dtype}
+        if self.act_svd and calib is not None:
+            extra.update(damp=self.damp, calib=calib_digest, calib_samples=calib.samples, calib_seqlen=calib.seqlen,
+                         calib_seed=calib.seed)
+        return extra
+
+
+@dataclass(frozen=True)
+class LayerTarget:
+    layer: LayerInfo
+    rank: int
+    lrc: bool
+
+
+def plan_target(model: nn.Module | ModelSource, plan: PlanConfig | None = None,
+                rankmap: str | Path | dict[str, Any] | None = None, spectra: SpectraConfig | None = None,
+                progress: Progress | None = None) -> Target:
+    """What to compress a model to: a rank map (a file or dict, schema-checked) or a fresh plan from the
+    model's spectra (`model` is a streamable source or a loaded module)."""
+    if (plan is None) == (rankmap is None):
+        raise WeLoreError("give exactly one of a plan (an ERR or k) and a rank map")
+    if rankmap is not None:
+        return read_rankmap(Path(rankmap).expanduser() if isinstance(rankmap, (str, Path)) else rankmap)
+    assert plan is not None
+    return make_plan(compute_spectra(model, spectra, progress), plan)
+
+
+def target_ranks(target: Target) -> dict[str, int]:
+    """{layer name: rank} of a target."""
+    if isinstance(target, RankPlan):
+        return target.ranks()
+    if "layers" in target and "schema" in target:
+        return {e["name"]: int(e["rank"]) for e in target["layers"]}
+    return {str(k): int(v) for k, v in target.items()}
+
+
+def layer_targets(model: nn.Module, target: Target) -> tuple[list[LayerTarget], dict[str, Any]]:
+    """The layers a target changes, checked against `model` (every problem at once), and the target as a
+    rank map dict."""
+    layers = discover_layers(model, with_head=True)
+    known = {l.name: l for l in layers}
+    if isinstance(target, RankPlan):
+        entries = [(l.name, l.rank, l.lrc, l.shape) for l in target.layers]
+        owner, data = target.model, rankmap_dict(target)
+        problems = [f"layer {n}: " + ("unknown layer" if n not in known else f"shape {list(s)} but the model has "
+                                      f"{list(known[n].shape)}")
+                    for n, _, _, s in entries if n not in known or known[n].shape != s]
+    elif "schema" in target:
+        data = read_rankmap(target)
+        owner, problems = data["model"], check_rankmap(data, layers)
+        entries = [(e["name"], int(e["rank"]), bool(e["lrc"]), tuple(e["shape"])) for e in data["layers"]]
+    else:
+        owner = type(model).__name__
+        problems = [f"layer {n}: " + ("unknown layer" if n not in known else f"rank {r!r} out of range [1, "
+                                      f"{known[n].full_rank}]")
+                    for n, r in target.items()
+                    if n not in known or not isinstance(r, int) or not 1 <= r <= known[n].full_rank]
+        if not problems:
+            data = custom_rankmap(dict(target), layers, owner, LRC_MIN_RATIO)
+            entries = [(e["name"], e["rank"], e["lrc"], tuple(e["shape"])) for e in data["layers"]]
+    if problems:
+        raise RankMapError(f"rank map for {owner!r} does not fit this model", problems)
+    return [LayerTarget(known[n], r, lrc) for n, r, lrc, _ in entries], data
+
+
+def compress_to(model: nn.Module, target: Target, config: CompressionConfig | None = None,
+                grams: dict[str, torch.Tensor] | None = None, progress: Progress | None = None) -> CompressionReport:
+    """Replace layers of `model` in place according to `target` (see the module docstring)."""
+    config = config or CompressionConfig()
+    start = time.perf_counter()
+    todo, data = layer_targets(model, target)
+    if config.act_svd and grams is None:
+        raise WeLoreError("act_svd needs calibration statistics: pass grams=collect_grams(model, batches, names)")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    for t in todo:
+        if tied and head is not None and model.get_submodule(t.layer.name) is head and t.rank < t.layer.full_rank:
+            raise WeLoreError(f"layer {t.layer.name} is tied to the input embedding: compressing it would change the "
+                              "embedding too; drop it from the rank map (plan without --with-head)")
+    report = CompressionReport(config.mode, config.act_svd, count_parameters(model), 0, rankmap=data)
+    todo = [t for t in todo if (t.lrc if config.mode == "lrc" else t.rank < t.layer.full_rank)]
+    for i, t in enumerate(todo, 1):
+        info, rank = t.layer, t.rank
+        gram = grams.get(info.name) if grams is not None else None
+        if config.act_svd and gram is None:
+            raise WeLoreError(f"layer {info.name}: no calibration statistics collected")
+        already = isinstance(model.get_submodule(info.name), LowRankLinear)  # re-compressing a compressed model
+        if config.mode == "lrc" or already or info.factored_params(rank) < info.dense_params:
+            factor_layer(model, info.name, rank, gram, config)
+            report.factored[info.name] = rank
+        else:
+            truncate_layer(model, info.name, rank, gram, config)
+            report.truncated[info.name] = rank
+        if progress:
+            progress(i, len(todo), info.name)
+    report.params_after = count_parameters(model)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _dense_weight(module: nn.Module, layer: str) -> torch.Tensor:
+    found = linear_weight(module)
+    if found is None:
+        raise WeLoreError(f"layer {layer}: {type(module).__name__} is not a linear layer")
+    weight, transposed = found
+    return weight.detach().T if transposed else weight.detach()  # (out, in)
+
+
+def _factors(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None,
+             config: CompressionConfig) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    module = model.get_submodule(name)
+    weight = _dense_weight(module, name)  # (out, in)
+    dtype = getattr(torch, config.svd_dtype)
+    if gram is not None:
+        a, b = whitened_factors(weight, rank, gram, config.damp, dtype)
+    else:
+        a, b = svd_factors(weight, rank, dtype)
+    return module, weight, a.to(weight.dtype), b.to(weight.dtype)
+
+
+def factor_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None = None,
+                 config: CompressionConfig | None = None) -> LowRankLinear:
+    """Swap the linear layer `name` for a rank-`rank` LowRankLinear (same dtype, device and bias)."""
+    module, weight, a, b = _factors(model, name, rank, gram, config or CompressionConfig())
+    bias = getattr(module, "bias", None)
+    new = LowRankLinear.from_factors(a, b, None if bias is None else bias.detach()).to(weight.device)
+    set_module(model, name, new)
+    return new
+
+
+def truncate_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None = None,
+                   config: CompressionConfig | None = None) -> None:
+    """Overwrite the dense weight of `name` with its rank-`rank` approximation (shape unchanged)."""
+    if isinstance(model.get_submodule(name), LowRankLinear):
+        raise WeLoreError(f"layer {name} is already factored: re-factor it with factor_layer instead")
+    module, _, a, b = _factors(model, name, rank, gram, config or CompressionConfig())
+    found = linear_weight(module)
+    assert found is not None
+    with torch.no_grad():
+        approx = a @ b  # (out, in)
+        found[0].copy_(approx.T if found[1] else approx)

@@ -1,0 +1,223 @@
+"""Rank plans: a pure function from spectra to per-layer ranks (WeLore step 3 and its baselines).
+
+Strategies, each with one global parameter k:
+  welore  — k is the normalised singular value threshold; r_l = #(normalised s >= k)  (the paper)
+  energy  — k is the spectral energy each layer keeps; r_l = smallest r with sum_{i<r} s_i^2 >= k * sum s^2
+  uniform — k is the reduction ratio applied to every layer; r_l = round((1 - k) * full_rank), halves up
+Given a target ERR, welore and energy solve k exactly over the pooled scores (see threshold.py);
+uniform takes k = ERR (its achieved ERR differs from the target only by per-layer rounding). A
+layer whose reduction exceeds `min_ratio` (default 0.5: r_l < 0.5 * full rank) is a Low-Rank
+Component (LRC) and is factored as A (out x r) · B (r x in); the others (N-LRCs) stay dense.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import WeLoreError
+from .spectra import Spectra
+from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper_threshold, solve_threshold,
+                        solve_threshold_below)
+
+STRATEGIES = ("welore", "uniform", "energy")
+BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+LRC_MIN_RATIO = 0.5  # the paper: a layer whose rank drops by more than half is a Low-Rank Component
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """What to plan: a strategy and either a target ERR (percent) or its threshold k."""
+
+    strategy: str = "welore"
+    err: float | None = 50.0  # target effective rank reduction in percent, [0, 100)
+    k: float | None = None  # the strategy's threshold instead of a target ERR
+    normalization: str = "minmax"  # how welore normalises each spectrum: minmax (paper) or max
+    min_ratio: float = LRC_MIN_RATIO  # a layer reduced by more than this is an LRC
+    search: str = "exact"  # "exact" solve of k, or "paper" linear search in steps of 0.005
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise WeLoreError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if (self.err is None) == (self.k is None):
+            raise WeLoreError(f"give exactly one of err and k (got err={self.err!r}, k={self.k!r})")
+        if self.err is not None and not 0.0 <= self.err < 100.0:
+            raise WeLoreError(f"err is a percentage in [0, 100), got {self.err!r}")
+        if self.k is not None and not 0.0 <= self.k <= 1.0:
+            raise WeLoreError(f"k must be in [0, 1], got {self.k!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise WeLoreError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if not 0.0 <= self.min_ratio <= 1.0:
+            raise WeLoreError(f"min_ratio must be in [0, 1], got {self.min_ratio!r}")
+        if self.search not in ("exact", "paper"):
+            raise WeLoreError(f"search must be 'exact' or 'paper', got {self.search!r}")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    name: str
+    block: int
+    kind: str
+    shape: tuple[int, int]  # (out, in)
+    full_rank: int
+    rank: int  # kept rank, >= 1
+    reduction: float  # 1 - rank / full_rank
+    lrc: bool  # reduction > min_ratio: factored and fine-tuned
+    dense_params: int
+    factored_params: int  # rank * (out + in) (+ bias)
+    rel_error: float  # ||W - W_r||_F / ||W||_F = sqrt(sum of discarded s^2 / sum s^2)
+
+
+@dataclass(frozen=True)
+class PlanTotals:
+    """What a plan adds up to: achieved ERR, the LRC partition, parameters and bytes (the rank map's `totals`)."""
+
+    achieved_err: float  # percent: 1 - sum of kept ranks / sum of full ranks
+    layers: int
+    lrc: int  # layers reduced by more than min_ratio: factored and fine-tuned
+    nlrc: int
+    params_dense: int  # parameters of the whole dense model
+    params_compressed: int  # LRCs factored, N-LRCs dense (the paper's fine-tuning set-up)
+    params_all_layers: int  # every layer at its rank where that is smaller (the paper's compression tables)
+    param_ratio: float  # params_compressed / params_dense
+    trainable_params: int  # parameters of the LRC factors: what WeLore fine-tunes
+    bytes_dense: dict[str, int]  # by storage dtype (BYTES_PER_PARAM)
+    bytes_compressed: dict[str, int]
+    mean_rel_error: float  # mean over layers of ||W - W_r||_F / ||W||_F
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RankPlan:
+    model: str
+    fingerprint: str
+    config: PlanConfig
+    k: float | None  # the strategy's threshold (None for a plan imported with ranks only)
+    target_err: float | None  # percent
+    layers: list[LayerPlan]
+    total_params: int  # parameters of the dense model
+    totals: PlanTotals
+
+    @property
+    def achieved_err(self) -> float:
+        return self.totals.achieved_err
+
+    def ranks(self) -> dict[str, int]:
+        """Per-layer ranks keyed by dotted module name (the `rank_pattern` convention of peft)."""
+        return {l.name: l.rank for l in self.layers}
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame([asdict(l) for l in self.layers])
+        df["shape"] = [f"{l.shape[0]}x{l.shape[1]}" for l in self.layers]
+        return df
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-layer scores of one strategy, prepared once so that any k or ERR plans in O(L log n)."""
+
+    strategy: str
+    normalization: str
+    ascending: list[np.ndarray]  # per layer, scores sorted ascending (for searchsorted); energy: energy before i
+    pooled: np.ndarray  # all scores sorted ascending
+    tail: list[np.ndarray]  # per layer, sum_{i>=r} s_i^2 / sum s^2 for r = 0..n (last is 0)
+
+
+def prepare_scores(spectra: Spectra, strategy: str = "welore", normalization: str = "minmax") -> Scores:
+    ascending, tails = [], []
+    for layer in spectra.layers:
+        s = spectra.values[layer.name].astype(np.float64)
+        sq = s**2
+        total = sq.sum()
+        tail = np.append(np.cumsum(sq[::-1])[::-1], 0.0) / total if total > 0 else np.zeros(s.size + 1)
+        tails.append(tail)
+        if strategy == "energy":
+            # energy held by the values before index i (forward sums, so k round-trips exactly); kept while < k
+            score = np.concatenate(([0.0], np.cumsum(sq)[:-1])) / total if total > 0 else np.zeros(s.size)
+        else:
+            score = normalize(s, normalization)
+        ascending.append(np.sort(score))
+    pooled = np.sort(np.concatenate(ascending)) if strategy != "uniform" else np.empty(0)
+    return Scores(strategy, normalization, ascending, pooled, tails)
+
+
+def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None) -> RankPlan:
+    """Allocate ranks to every layer of `spectra` according to `config`."""
+    if scores is None or (scores.strategy, scores.normalization) != (config.strategy, config.normalization):
+        scores = prepare_scores(spectra, config.strategy, config.normalization)
+    full = np.array([l.full_rank for l in spectra.layers])
+    target = None if config.err is None else config.err / 100.0
+    if config.strategy == "uniform":
+        k = target if config.k is None else config.k
+        ranks = np.floor((1.0 - k) * full + 0.5).astype(int)
+    else:
+        if config.k is not None:
+            k = config.k
+        elif config.search == "paper":
+            if config.strategy != "welore":
+                raise WeLoreError("the paper's linear search is defined for the welore strategy only")
+            k = paper_threshold(scores.ascending, target or 0.0)
+        elif config.strategy == "energy":
+            k = solve_threshold_below(scores.pooled, target or 0.0)
+        else:
+            k = solve_threshold(scores.pooled, target or 0.0)
+        ranks = np.array([_rank(a, k, config.strategy) for a in scores.ascending])
+    ranks = np.clip(ranks, 1, full)
+    return plan_from_ranks(spectra, dict(zip([l.name for l in spectra.layers], ranks.tolist())), config,
+                           k=float(k), scores=scores)
+
+
+def _rank(ascending: np.ndarray, k: float, strategy: str) -> int:
+    """Kept rank of one layer at threshold k (before the clamp to >= 1)."""
+    if strategy == "energy":
+        return count_below(ascending, k)  # values whose preceding energy is still < k
+    return kept_rank(ascending, k)  # normalised values >= k
+
+
+def err_for_k(scores: Scores, k: float) -> float:
+    """The inverse of the solve: the ERR (percent) a threshold k gives, without building a plan."""
+    if scores.strategy == "uniform":
+        raise WeLoreError("err_for_k needs per-layer scores; for uniform the ERR is k itself (up to rounding)")
+    full = sum(a.size for a in scores.ascending)
+    kept = sum(max(1, _rank(a, k, scores.strategy)) for a in scores.ascending)
+    return 100.0 * (1.0 - kept / full)
+
+
+def plan_from_ranks(spectra: Spectra, ranks: dict[str, int], config: PlanConfig, k: float | None = None,
+                    scores: Scores | None = None) -> RankPlan:
+    """A plan with given per-layer ranks (missing layers keep full rank): totals, LRC flags, errors."""
+    tails = scores.tail if scores is not None else prepare_scores(spectra, "uniform").tail
+    layers = []
+    for layer, tail in zip(spectra.layers, tails):
+        r = int(ranks.get(layer.name, layer.full_rank))
+        if not 1 <= r <= layer.full_rank:
+            raise WeLoreError(f"layer {layer.name}: rank {r} outside [1, {layer.full_rank}]")
+        reduction = 1.0 - r / layer.full_rank
+        layers.append(LayerPlan(layer.name, layer.block, layer.kind, layer.shape, layer.full_rank, r, reduction,
+                                reduction > config.min_ratio, layer.dense_params, layer.factored_params(r),
+                                float(np.sqrt(max(tail[r], 0.0)))))
+    return RankPlan(spectra.model, spectra.fingerprint, config, k, config.err, layers, spectra.total_params,
+                    plan_totals(layers, spectra.total_params))
+
+
+def plan_totals(layers: list[LayerPlan], total_params: int) -> PlanTotals:
+    """Achieved ERR, the LRC partition, parameter counts and bytes of the LRC-factored model."""
+    full = sum(l.full_rank for l in layers)
+    kept = sum(l.rank for l in layers)
+    lrc = [l for l in layers if l.lrc]
+    saved = sum(l.dense_params - l.factored_params for l in lrc)
+    all_saved = sum(max(0, l.dense_params - l.factored_params) for l in layers)
+    compressed = total_params - saved
+    return PlanTotals(
+        achieved_err=round(100.0 * (1.0 - kept / full), 9) if full else 0.0,
+        layers=len(layers), lrc=len(lrc), nlrc=len(layers) - len(lrc),
+        params_dense=total_params, params_compressed=compressed, params_all_layers=total_params - all_saved,
+        param_ratio=compressed / total_params if total_params else 1.0,
+        trainable_params=sum(l.factored_params for l in lrc),
+        bytes_dense={d: total_params * b for d, b in BYTES_PER_PARAM.items()},
+        bytes_compressed={d: compressed * b for d, b in BYTES_PER_PARAM.items()},
+        mean_rel_error=float(np.mean([l.rel_error for l in layers])) if layers else 0.0)

@@ -1,0 +1,103 @@
+"""The run registry: every evaluation in one SQLite database under cache/, shared by CLI and dashboard.
+
+A run is identified by what determines its result — model fingerprint, plan hash, compression mode,
+data set and its text hash, token budget, seqlen — so an identical request is answered from the
+registry instead of being recomputed. WAL mode and a busy timeout let several processes write at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..utils import VERSION, cache_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT UNIQUE NOT NULL,
+    created TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    model TEXT, fingerprint TEXT, plan_hash TEXT, strategy TEXT, err REAL, k REAL, mode TEXT,
+    params INTEGER, ppl REAL, nll REAL, dataset TEXT, data_hash TEXT, tokens INTEGER, token_budget INTEGER,
+    seqlen INTEGER, seconds REAL, tokens_per_s REAL, version TEXT, result TEXT
+)"""
+COLUMNS = ("kind", "model", "fingerprint", "plan_hash", "strategy", "err", "k", "mode", "params", "ppl", "nll",
+           "dataset", "data_hash", "tokens", "token_budget", "seqlen", "seconds", "tokens_per_s", "version")
+
+
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """The registry database (WAL + busy timeout: safe across threads and processes), with `schema` applied."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(schema)
+    return conn
+
+
+def plan_hash(ranks: dict[str, int] | None, mode: str = "dense", act_svd: bool = False,
+              extra: dict[str, Any] | None = None) -> str:
+    """Identity of a compression: the per-layer ranks and how they were applied ("dense" = none).
+
+    `extra` carries whatever else changes the factors: the compression settings (damping, SVD dtype)
+    and, for ActSVD, the calibration data's digest, samples, seqlen and seed.
+    """
+    if not ranks:
+        return "dense"
+    blob = json.dumps({"ranks": dict(sorted(ranks.items())), "mode": mode, "act_svd": act_svd, **(extra or {})},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_key(**identity: Any) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Registry:
+    path: Path
+
+    @classmethod
+    def default(cls) -> "Registry":
+        return cls(cache_dir() / "registry.sqlite")
+
+    def _connect(self) -> sqlite3.Connection:
+        return connect(self.path, SCHEMA)
+
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        """The stored result of an identical run, or None."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT result FROM runs WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def record(self, key: str, fields: dict[str, Any], result: dict[str, Any]) -> None:
+        """Store a run (an identical earlier one is kept: results are deterministic given the key)."""
+        values = {c: fields.get(c) for c in COLUMNS}
+        values["version"] = values["version"] or VERSION
+        with self._connect() as conn:
+            conn.execute(f"INSERT OR IGNORE INTO runs (key, created, {', '.join(COLUMNS)}, result) "
+                         f"VALUES (?, ?, {', '.join('?' for _ in COLUMNS)}, ?)",
+                         (key, time.strftime("%Y-%m-%dT%H:%M:%S"), *values.values(), json.dumps(result, default=str)))
+
+    def results(self, kind: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The full result JSON of the newest runs of one kind, each with its row id and creation time."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT id, created, result FROM runs WHERE kind = ? ORDER BY id DESC LIMIT ?",
+                                (kind, limit)).fetchall()
+        return [{**json.loads(result), "id": run_id, "created": created} for run_id, created, result in rows]
+
+    def frame(self, kind: str | None = None) -> pd.DataFrame:
+        """All runs (newest first) as a DataFrame, optionally of one kind."""
+        with self._connect() as conn:
+            query = "SELECT id, created, " + ", ".join(COLUMNS) + " FROM runs"
+            args: tuple[Any, ...] = ()
+            if kind:
+                query += " WHERE kind = ?"
+                args = (kind,)
+            return pd.read_sql_query(query + " ORDER BY id DESC", conn, params=args)

@@ -1,0 +1,168 @@
+"""Evaluation runs recorded in the registry: a model's perplexity, and a model compressed to a target
+(a plan, a rank map) then evaluated — the one path the CLI, sweeps and the dashboard share.
+
+Every evaluation is keyed by what determines its result (fingerprint, compression, data and its hash,
+token budget, seqlen), so repeating one is a registry lookup.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..compression import (CompressionConfig, PlanConfig, RankPlan, SpectraConfig, Target, compress_to, load_model,
+                           plan_target, read_manifest, save_compressed, target_ranks)
+from ..data import check_corpus, load_corpus, tokenize_corpus, windows_of
+from ..errors import WeLoreError
+from ..models import ModelSource, count_parameters, load_tokenizer, resolve_model, source_fingerprint
+from ..utils import Progress
+from .perplexity import EvalConfig, perplexity
+from .registry import Registry, plan_hash, run_key
+
+
+@dataclass
+class Loaded:
+    """A model ready to evaluate: module, tokenizer, identity, and the evaluation tokens when asked for."""
+
+    source: ModelSource
+    model: nn.Module
+    tokenizer: Any
+    fingerprint: str
+    ids: np.ndarray | None = None  # token ids of the evaluation corpus
+    data_hash: str = ""
+
+
+def load_for_eval(spec: str | Path | None, device: str = "cpu", config: EvalConfig | None = None) -> Loaded:
+    """Resolve a model (plain or compressed folder), its tokenizer and, given `config`, the evaluation
+    tokens — checked before the model is loaded, so bad data fails fast."""
+    if config is not None:
+        check_corpus(config.data)
+    source = resolve_model(spec)
+    corpus = load_corpus(config.data) if config is not None else None
+    tokenizer = load_tokenizer(source)
+    ids = None
+    if corpus is not None and config is not None:
+        ids = tokenize_corpus(tokenizer, corpus)
+        windows_of(ids, config.seqlen, config.tokens)
+    return Loaded(source, load_model(source, device=device), tokenizer, source_fingerprint(source), ids,
+                  corpus.digest if corpus is not None else "")
+
+
+def token_ids(loaded: Loaded, config: EvalConfig) -> tuple[np.ndarray, str]:
+    """Token ids of the evaluation corpus (loaded with the model, or now), checked to hold one window."""
+    if loaded.ids is not None:
+        return loaded.ids, loaded.data_hash
+    corpus = load_corpus(config.data)
+    ids = tokenize_corpus(loaded.tokenizer, corpus)
+    windows_of(ids, config.seqlen, config.tokens)
+    return ids, corpus.digest
+
+
+def eval_identity(fingerprint: str, phash: str, config: EvalConfig, data_hash: str) -> dict[str, Any]:
+    """What an evaluation's result depends on: its registry key is the hash of this."""
+    return {"kind": "eval", "fingerprint": fingerprint, "plan_hash": phash, "dataset": config.data,
+            "data_hash": data_hash, "token_budget": config.tokens, "seqlen": config.seqlen}
+
+
+def folder_plan_hash(source: ModelSource) -> str:
+    """The plan hash of a compressed folder (the ranks and mode its manifest records); "dense" otherwise."""
+    if source.kind != "compressed":
+        return "dense"
+    manifest = read_manifest(source.path)
+    return plan_hash({**manifest["factored"], **manifest["truncated"]}, manifest["mode"], manifest["act_svd"])
+
+
+def evaluate_model(spec: str | Path | None, config: EvalConfig, progress: Progress | None = None,
+                   registry: Registry | None = None, loaded: Loaded | None = None) -> dict[str, Any]:
+    """`welore eval`: perplexity of a model or compressed folder, answered from the registry when known."""
+    registry = registry or Registry.default()
+    loaded = loaded or load_for_eval(spec, str(config.torch_device()), config)
+    ids, data_hash = token_ids(loaded, config)
+    identity = eval_identity(loaded.fingerprint, folder_plan_hash(loaded.source), config, data_hash)
+    key = run_key(**identity)
+    known = registry.lookup(key)
+    if known is not None:
+        return {**known, "cached": True}
+    result = perplexity(loaded.model, ids, config, progress, dataset=config.data).to_dict()
+    result["params"] = count_parameters(loaded.model)
+    registry.record(key, {**identity, "model": loaded.source.label, "mode": loaded.source.kind,
+                          "params": result["params"], **result}, result)
+    return {**result, "cached": False}
+
+
+def target_summary(target: Target) -> dict[str, Any]:
+    """Strategy, target and achieved ERR and k of a compression target, as the registry records them."""
+    if isinstance(target, RankPlan):
+        return {"strategy": target.config.strategy, "target_err": target.target_err,
+                "achieved_err": target.achieved_err, "k": target.k}
+    if "schema" in target:
+        return {key: target[key] for key in ("strategy", "target_err", "achieved_err", "k")}
+    return {"strategy": "custom", "target_err": None, "achieved_err": None, "k": None}
+
+
+def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Target | None,
+                   compression: CompressionConfig, eval_config: EvalConfig, registry: Registry,
+                   grams: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None,
+                   progress: Progress | None = None, save_to: Path | None = None) -> tuple[dict[str, Any], bool]:
+    """PPL of `loaded` compressed to `target` (None = dense), from the registry when known.
+
+    The loaded model is never modified: compression works on a copy. With `save_to`, the compressed copy
+    is also written as a compressed-model folder (even when the PPL came from the registry).
+    """
+    ranks = target_ranks(target) if target is not None else None
+    identity = eval_identity(loaded.fingerprint, plan_hash(ranks, compression.mode, compression.act_svd, extra),
+                             eval_config, data_hash)
+    key = run_key(**identity)
+    result = registry.lookup(key)
+    if result is not None and save_to is None:
+        return result, True
+    model = loaded.model
+    if target is not None:
+        model = copy.deepcopy(loaded.model)
+        report = compress_to(model, target, compression, grams, progress)
+        if save_to is not None:
+            save_compressed(model, save_to, report, loaded.source.path, loaded.source.label)
+    cached = result is not None
+    if result is None:
+        result = perplexity(model, ids, eval_config, progress, dataset=eval_config.data).to_dict()
+        result["params"] = count_parameters(model)
+        fields: dict[str, Any] = {"mode": "dense"}
+        if target is not None:
+            summary = target_summary(target)
+            fields = {"strategy": summary["strategy"], "k": summary["k"], "mode": plotted_mode(compression),
+                      "err": summary["target_err"] if summary["target_err"] is not None else summary["achieved_err"]}
+        registry.record(key, {**identity, "model": loaded.source.label, **fields, **result}, result)
+    return result, cached
+
+
+def plotted_mode(compression: CompressionConfig) -> str:
+    """lrc | all, with '+actsvd' when activations whitened the SVD: the chart keeps the two apart."""
+    return compression.mode + ("+actsvd" if compression.act_svd else "")
+
+
+def compress_and_evaluate(spec: str | Path | None, target: PlanConfig | dict[str, Any] | None, eval_config: EvalConfig,
+                          compression: CompressionConfig | None = None, progress: Progress | None = None,
+                          registry: Registry | None = None, save_to: Path | None = None,
+                          spectra: SpectraConfig | None = None) -> dict[str, Any]:
+    """One launch from the dashboard: load, plan (a PlanConfig on the model's spectra, or a rank map dict;
+    None = dense), compress (weight SVD), optionally save, evaluate."""
+    compression = compression or CompressionConfig()
+    if compression.act_svd:
+        raise WeLoreError("compress_and_evaluate uses weight SVD; run ActSVD through sweep or the CLI")
+    loaded = load_for_eval(spec, str(eval_config.torch_device()), eval_config)
+    ids, data_hash = token_ids(loaded, eval_config)
+    resolved: Target | None = None
+    if isinstance(target, PlanConfig):
+        resolved = plan_target(loaded.source if loaded.source.streamable else loaded.model, plan=target, spectra=spectra)
+    elif target is not None:
+        resolved = plan_target(loaded.model, rankmap=target)
+    result, cached = evaluate_point(loaded, ids, data_hash, resolved, compression, eval_config,
+                                    registry or Registry.default(), progress=progress, save_to=save_to)
+    achieved = target_summary(resolved)["achieved_err"] if resolved is not None else 0.0
+    return {**result, "cached": cached, "model": loaded.source.label, "achieved_err": achieved,
+            "saved_to": str(save_to) if save_to else None}

@@ -1,0 +1,96 @@
+"""Figures of evaluation runs: a sweep (PPL against ERR and parameters), the registry's runs of one model, and
+a sensitivity scan."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..errors import WeLoreError
+from . import palette
+
+
+def sweep_figure(df: pd.DataFrame) -> go.Figure:
+    """PPL vs achieved ERR and PPL vs parameters, one line per strategy, dense as a reference line."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Perplexity vs ERR", "Perplexity vs parameters"))
+    dense = df[df["strategy"] == "dense"]
+    for strategy, part in df[df["strategy"] != "dense"].groupby("strategy", sort=False):
+        part = part.sort_values("achieved_err")
+        colour = palette.strategy_colour(str(strategy))
+        hover = "%{customdata}<br>ERR %{x:.1f} %<br>PPL %{y:.3f}<extra></extra>"
+        fig.add_trace(go.Scatter(x=part["achieved_err"], y=part["ppl"], mode="lines+markers", name=str(strategy),
+                                 line={"color": colour}, customdata=[str(strategy)] * len(part),
+                                 hovertemplate=hover), row=1, col=1)
+        fig.add_trace(go.Scatter(x=part["params"] / 1e6, y=part["ppl"], mode="lines+markers", name=str(strategy),
+                                 line={"color": colour}, showlegend=False, customdata=part["achieved_err"],
+                                 hovertemplate="%{x:.1f} M params (ERR %{customdata:.1f} %)<br>PPL %{y:.3f}<extra></extra>"),
+                      row=1, col=2)
+    if not dense.empty:
+        ppl = float(dense["ppl"].iloc[0])
+        for col in (1, 2):
+            fig.add_hline(y=ppl, line={"dash": "dot", "color": palette.STRATEGY["dense"]}, row=1, col=col,
+                          annotation_text=f"dense {ppl:.2f}" if col == 1 else None)
+    fig.update_yaxes(title_text="perplexity (log)", type="log")
+    fig.update_xaxes(title_text="achieved ERR (%)", row=1, col=1)
+    fig.update_xaxes(title_text="parameters (M)", row=1, col=2)
+    fig.update_layout(height=420, legend_title_text="strategy", margin={"t": 50})
+    return fig
+
+
+def sensitivity_figure(df: pd.DataFrame) -> go.Figure:
+    """PPL increase when one group is truncated: a bar per layer type, or a blocks x types heatmap."""
+    if (df["block"] < 0).all():
+        fig = go.Figure(go.Bar(x=df["kind"], y=df["ppl_increase"], hovertemplate="%{x}: x%{y:.3f} PPL<extra></extra>"))
+        fig.update_layout(xaxis_title="layer type truncated", yaxis_title="PPL / dense PPL")
+    else:
+        kinds = list(dict.fromkeys(df["kind"]))
+        grid = df.pivot(index="block", columns="kind", values="ppl_increase")[kinds]
+        names = df.pivot(index="block", columns="kind", values="group")[kinds]
+        fig = go.Figure(go.Heatmap(z=grid.to_numpy(dtype=float), x=kinds, y=grid.index, customdata=names.to_numpy(),
+                                   colorscale=palette.COST_SCALE, colorbar={"title": "PPL / dense"},
+                                   hovertemplate="%{customdata}: x%{z:.3f} PPL<extra></extra>"))
+        fig.update_layout(xaxis_title="layer type", yaxis_title="block")
+        fig.update_yaxes(autorange="reversed")
+    ratio = float(df["ratio"].iloc[0]) if len(df) else 0.0
+    fig.update_layout(title=f"Sensitivity: rank reduced by {100 * ratio:.0f} % one group at a time", height=420)
+    return fig
+
+
+def runs_figure(runs: pd.DataFrame, x: str = "err") -> go.Figure:
+    """Recorded evaluations of one model on one data set: PPL against ERR or parameters, one line per
+    strategy and mode, the dense model as a dashed baseline."""
+    if x not in ("err", "params"):
+        raise WeLoreError(f"runs figure x axis {x!r}: expected 'err' or 'params'")
+    fig = go.Figure()
+    df = runs.assign(mode=runs["mode"].fillna("dense"))
+    # an evaluation without a strategy is the dense model, unless it was of a saved compressed folder
+    df = df.assign(strategy=df["strategy"].where(df["strategy"].notna(),
+                                                 np.where(df["mode"] == "compressed", "compressed folder", "dense")))
+    dense = df[df["strategy"] == "dense"]
+    dashes = {"lrc": "solid", "all": "dot", "lrc+actsvd": "dashdot", "all+actsvd": "dash"}
+    for (strategy, mode), part in df[df["strategy"] != "dense"].groupby(["strategy", "mode"], sort=False):
+        part = part.dropna(subset=[x]).sort_values(x)
+        if part.empty:
+            continue
+        xs = part["params"] / 1e6 if x == "params" else part["err"]
+        fig.add_trace(go.Scatter(
+            x=xs, y=part["ppl"], mode="lines+markers", name=f"{strategy} ({mode})",
+            line={"color": palette.strategy_colour(str(strategy)), "dash": dashes.get(str(mode), "dash")},
+            customdata=part[["model", "err", "params", "tokens"]].astype(str).to_numpy(),
+            hovertemplate=f"{strategy} ({mode})<br>%{{customdata[0]}}<br>ERR %{{customdata[1]}} %, "
+                          "%{customdata[2]} params<br>PPL %{y:.3f} on %{customdata[3]} tokens<extra></extra>"))
+    if not dense.empty:  # a line trace, not a shape: shapes on a log axis take log10 coordinates
+        base = float(dense["ppl"].iloc[0])
+        xs = (df["params"] / 1e6 if x == "params" else df["err"].fillna(0.0)).astype(float)
+        fig.add_trace(go.Scatter(x=[xs.min(), xs.max()], y=[base, base], mode="lines", name=f"dense ({base:.2f})",
+                                 line={"dash": "dash", "color": palette.DARK},
+                                 hovertemplate=f"dense model: PPL {base:.3f}<extra></extra>"))
+        if x == "params":
+            fig.add_trace(go.Scatter(x=dense["params"].iloc[:1] / 1e6, y=[base], mode="markers", name="dense",
+                                     marker={"color": palette.DARK, "size": 10, "symbol": "star"}, showlegend=False,
+                                     hovertemplate="dense<br>%{x:.2f} M params, PPL %{y:.3f}<extra></extra>"))
+    fig.update_layout(xaxis_title="parameters (M)" if x == "params" else "effective rank reduction (%)",
+                      yaxis_title="perplexity (log)", yaxis_type="log", height=400, legend_title_text="strategy (mode)",
+                      margin={"t": 30})
+    return fig

@@ -1,0 +1,96 @@
+"""A fine-tuning run's settings: one frozen dataclass, validated in `__post_init__`, whose fields (all but
+`save_every`) are the run's identity in the registry and whose defaults the CLI's options take."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import get_task
+from ..errors import WeLoreError
+from ..utils import parse_device
+from ..utils.schedule import SHAPES
+
+MODES = ("lrc", "nlrc", "full", "lora", "galore")
+SCHEDULERS = SHAPES
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run; every field but `save_every` is part of the run's identity in the registry."""
+
+    mode: str = "lrc"  # see MODES
+    data: str = ""  # training text: a file, "wikitext2" or "hub:NAME[:CONFIG[:SPLIT]]" (exclusive with task)
+    task: str = ""  # a downstream task (downstream.TASKS): train on its train split, report accuracy
+    steps: int = 100  # optimizer steps (the paper's continual runs: 10k; its tables: 0.7M tokens)
+    seqlen: int = 256  # tokens per training window (text) or longest example (task)
+    batch_size: int = 4  # windows per micro-batch (per process under `accelerate launch`)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-4  # peak learning rate (the paper: 5e-5 on 7B models)
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"  # decays to min_lr_ratio x lr after warm-up (the paper's continual set-up)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    max_grad_norm: float = 1.0  # clip the trainable parameters' gradient norm; 0 = no clipping
+    seed: int = 0  # model-side randomness (LoRA init, dropout) and the order of training batches
+    heldout: float = 0.1  # tail of the text kept out of training for the held-out perplexity
+    eval_tokens: int | None = 8192  # held-out tokens scored before and after (None = the whole tail)
+    forget_tokens: int = 8192  # WikiText-2 test tokens scored before and after (forgetting); 0 = skip
+    eval_examples: int = 100  # downstream: evaluation examples for the accuracy before and after
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    galore_rank: int = 128  # projection rank (GaLore's default; larger than a matrix = full rank)
+    galore_gap: int = 200  # steps between recomputed projections (GaLore's update_proj_gap)
+    galore_scale: float = 0.25
+    err: float | None = None  # dense input only: compress to this ERR (LRCs factored) before training
+    rankmap: str | None = None  # dense input only: compress with this rank map before training
+    save_every: int = 100  # checkpoint every N steps (and at the end, and when cancelled); 0 = only those
+    mixed_precision: str = "no"  # accelerate autocast: "no", "bf16", "fp16"
+    device: str = "auto"  # "auto" (cuda when present), "cpu"; `accelerate launch` places processes itself
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise WeLoreError(f"fine-tuning mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if bool(self.data) == bool(self.task):
+            raise WeLoreError("fine-tuning needs exactly one of data (a text file) and task (a downstream task)")
+        if self.task:
+            get_task(self.task)
+        positive = {"steps": self.steps, "seqlen": self.seqlen, "batch_size": self.batch_size,
+                    "grad_accum": self.grad_accum, "lora_rank": self.lora_rank, "galore_rank": self.galore_rank,
+                    "galore_gap": self.galore_gap, "eval_examples": self.eval_examples}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise WeLoreError(f"{name} must be a positive integer, got {value!r}")
+        if self.seqlen < 2:
+            raise WeLoreError(f"seqlen must be at least 2, got {self.seqlen}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise WeLoreError(f"lr must be a positive number, got {self.lr!r}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.lora_dropout < 0 or self.lora_dropout >= 1:
+            raise WeLoreError(f"weight_decay, max_grad_norm >= 0 and lora_dropout in [0, 1), got {self.weight_decay}, "
+                              f"{self.max_grad_norm}, {self.lora_dropout}")
+        if self.scheduler not in SCHEDULERS:
+            raise WeLoreError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if not 0 <= self.warmup_steps < self.steps or not 0 <= self.min_lr_ratio <= 1:
+            raise WeLoreError(f"warmup_steps must be in [0, steps) and min_lr_ratio in [0, 1], got "
+                              f"{self.warmup_steps}, {self.min_lr_ratio}")
+        if not 0 < self.heldout < 1:
+            raise WeLoreError(f"heldout must be a fraction in (0, 1), got {self.heldout}")
+        if self.eval_tokens is not None and self.eval_tokens < self.seqlen:
+            raise WeLoreError(f"eval_tokens {self.eval_tokens} is less than one window of seqlen {self.seqlen}")
+        if self.forget_tokens and self.forget_tokens < self.seqlen:
+            raise WeLoreError(f"forget_tokens {self.forget_tokens} is less than one window of seqlen {self.seqlen}")
+        if self.err is not None and self.rankmap is not None:
+            raise WeLoreError("pass at most one of err and rankmap")
+        if self.err is not None and not 0 < self.err < 100:
+            raise WeLoreError(f"err is a percentage in (0, 100), got {self.err}")
+        if self.rankmap is not None and not Path(self.rankmap).expanduser().is_file():
+            raise WeLoreError(f"rank map {self.rankmap}: no such file")
+        if self.save_every < 0:
+            raise WeLoreError(f"save_every must be >= 0, got {self.save_every}")
+        if self.mixed_precision not in PRECISIONS:
+            raise WeLoreError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        parse_device(self.device, "fine-tuning device")
+
+

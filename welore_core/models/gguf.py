@@ -1,0 +1,50 @@
+"""GGUF files (the embedded SmolLM2 is one): dequantized by transformers once into a float32 safetensors
+folder, written atomically under a file lock, so later loads and streamed spectra read plain safetensors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from ..errors import WeLoreError
+from ..utils import atomic_folder
+from .build import building
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Dequantize a GGUF into a float32 safetensors model folder once (atomic, lock-protected)."""
+    marker = out / "welore-source.json"
+    stamp = {"gguf": str(gguf.resolve()), "size": gguf.stat().st_size}
+    if _stamp_ok(marker, stamp):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if _stamp_ok(marker, stamp):  # another process converted it while we waited
+            return out
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            with building():
+                model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except Exception as err:
+            raise WeLoreError(f"{gguf}: transformers could not load this GGUF ({type(err).__name__}: {err})") from None
+        # the folder holds plain float32 weights: it must not be re-read as a GGUF-quantized model
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        with atomic_folder(out) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / marker.name).write_text(json.dumps(stamp, indent=1))
+    return out
+
+
+def _stamp_ok(marker: Path, stamp: dict[str, Any]) -> bool:
+    try:
+        return bool(json.loads(marker.read_text()) == stamp)
+    except (OSError, ValueError):
+        return False

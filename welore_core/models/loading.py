@@ -1,0 +1,72 @@
+"""Instantiating a model with transformers: a plain checkpoint's causal LM, its module tree on the meta
+device, and its tokenizer. (Compressed folders are loaded by `compression.folder`, which knows their layers.)"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import WeLoreError
+from .build import building
+from .source import ModelSource
+
+def load_pretrained(source: ModelSource, dtype: str = "float32", device: str = "cpu") -> Any:
+    """The causal LM of a plain (not compressed) source, every weight from the checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if source.config_path is None:
+        raise WeLoreError(f"{source.path}: no config.json, so the model cannot be instantiated (spectra still stream)")
+    if source.kind == "compressed":
+        raise WeLoreError(f"{source.path} is a compressed model folder: load it with welore_core.load_model")
+    try:
+        with building():
+            model, info = AutoModelForCausalLM.from_pretrained(source.path, dtype=getattr(torch, dtype),
+                                                               output_loading_info=True)
+    except Exception as err:
+        raise WeLoreError(f"{source.path}: not a causal LM transformers can load ({type(err).__name__}: {err})") from None
+    missing = sorted(info.get("missing_keys", []))
+    if missing:  # transformers would silently initialise them at random
+        raise WeLoreError(f"{source.path}: {len(missing)} weight(s) of {type(model).__name__} missing from the "
+                          f"checkpoint (e.g. {', '.join(missing[:3])}); is this a causal LM folder?")
+    return model.to(device).eval()
+
+
+def meta_model(source: ModelSource) -> Any:
+    """The model's module tree on the meta device: names and types with no memory for weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    assert source.config_path is not None
+    try:
+        config = AutoConfig.from_pretrained(source.config_path.parent)
+        with building(), torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    except Exception as err:
+        raise WeLoreError(f"{source.config_path}: not a causal LM config ({type(err).__name__}: {err})") from None
+
+
+def load_tokenizer(source: ModelSource) -> Any:
+    """The source's tokenizer (from its folder), or a one-line error saying why there is none."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source.path)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise WeLoreError(f"{source.path}: no usable tokenizer ({type(err).__name__}: {first})") from None
+
+
+def max_positions(model: Any) -> int | None:
+    """The longest sequence the model's position embeddings cover, when its config says."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_seqlen(model: Any, seqlen: int, what: str = "seqlen") -> None:
+    """Refuse windows longer than the model's positions (before any work is done with them)."""
+    limit = max_positions(model)
+    if limit is not None and seqlen > limit:
+        raise WeLoreError(f"{what} {seqlen} is longer than the model's {limit} positions")

@@ -1,0 +1,13 @@
+"""Small pieces every part uses: where files live, atomic writes, JSON reading, devices, progress, schedules."""
+from __future__ import annotations
+
+from .devices import parse_device
+from .paths import PROJECT_ROOT, cache_dir, data_dir
+from .progress import Progress, at_step, silent
+from .schedule import lr_factor
+from .storage import atomic_folder, atomic_write_bytes, atomic_write_text, read_json
+
+VERSION = "0.1.0"  # of the tool: recorded with every run in the registry
+
+__all__ = ["PROJECT_ROOT", "Progress", "VERSION", "at_step", "atomic_folder", "atomic_write_bytes", "atomic_write_text",
+           "cache_dir", "data_dir", "lr_factor", "parse_device", "read_json", "silent"]
