@@ -113,7 +113,7 @@ def test_sweep_and_sensitivity_write_their_reports(lm_dir: Path, corpus_file: Pa
 
 @pytest.mark.parametrize("argv, message", [
     (["eval", "{model}", "--data", "nothing.txt"], "data 'nothing.txt': no such file, and not one of wikitext2, c4"),
-    (["eval", "{model}", "--data", "{corpus}", "--seqlen", "100000"], "fewer than one window"),
+    (["eval", "{model}", "--data", "{corpus}", "--seqlen", "100000"], "longer than the model's 64 positions"),
     (["compress", "{model}", "-o", "/tmp/x"], "exactly one of --rankmap FILE or --err PCT"),
     (["compress", "{model}", "--err", "30", "--act-svd", "-o", "/tmp/x"], "--act-svd needs --calib"),
     (["sweep", "{model}", "--errs", "ten", "--data", "{corpus}"], "--errs must be comma-separated"),

@@ -47,11 +47,17 @@ def test_token_budget_takes_whole_windows_from_the_start() -> None:
         windows_of(np.arange(50), 100)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"seqlen": 1}, "seqlen"), ({"seqlen": 64, "tokens": 10}, "smaller than one window"),
+@pytest.mark.parametrize("kwargs, message", [({"seqlen": 1}, "seqlen"), ({"tokens": 0}, "token budget must be positive"),
                                              ({"batch_size": 0}, "batch_size")])
 def test_bad_eval_config(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(WeLoreError, match=message):
         EvalConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_budget_under_one_window_is_refused_when_scoring() -> None:
+    config = EvalConfig(seqlen=64, tokens=10)  # valid alone: the model's positions are checked first
+    with pytest.raises(WeLoreError, match="token budget 10 is smaller than one window of seqlen 64"):
+        perplexity(tiny_llama(), np.arange(1000) % 64, config)
 
 
 def test_corpora_local_wikitext_files_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

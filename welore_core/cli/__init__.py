@@ -15,6 +15,7 @@ import typing
 from typing import Any
 
 from ..errors import WeLoreError
+from ..utils import disk_full
 from . import analyse, compress, dynamics, evaluate, finetune
 from .common import tqdm_progress
 
@@ -56,17 +57,37 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err), "--json" in argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its warnings are not ours to show; no import here
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars only: errors stay one line
+    if "transformers" in sys.modules:  # imported before us (a test, a notebook): the variable came too late
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    wants_json = bool(getattr(args, "json", False))
     try:
         result = args.run(args)
+        if args.json:
+            print(json.dumps(result, default=_json_default))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `welore plan | head -2`: the reader has gone; stop quietly, as Unix tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
     except (WeLoreError, OSError) as err:
         message = str(err) if isinstance(err, WeLoreError) else f"{type(err).__name__}: {err}"
-        return _fail(message, bool(getattr(args, "json", False)))
+        return _fail(message, wants_json)
     except KeyboardInterrupt:
         print("welore: interrupted (finished layers are cached; run again to resume)", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(result, default=_json_default))
+    except Exception as err:
+        if disk_full(err):  # a library's own wrapping of ENOSPC that no write site turned into one line
+            return _fail(f"no space left on the device ({type(err).__name__}: {err})", wants_json)
+        raise
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _json_default(value: Any) -> Any:

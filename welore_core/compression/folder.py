@@ -70,8 +70,10 @@ def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, s
         raise WeLoreError(f"output {folder} exists and is not a compressed model folder; choose a new path")
     if source_folder is not None and folder.resolve() == Path(source_folder).resolve():
         raise WeLoreError(f"output {folder} is the source model's folder; choose a new path")
-    with atomic_folder(folder) as tmp:
-        save_file(_unique_tensors(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    tensors = _unique_tensors(model)
+    needed = sum(t.numel() * t.element_size() for t in tensors.values()) + 2**20  # + config, tokenizer, JSON
+    with atomic_folder(folder, needed=needed) as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         model.config.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)

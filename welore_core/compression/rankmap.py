@@ -18,6 +18,8 @@ from .spectra import Spectra
 
 SCHEMA_ID = "welore.rankmap/v1"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "rankmap.v1.schema.json"
+MAX_BYTES = 8 * 2**20  # a 70B model's rank map is ~150 KB: anything this large is not one (the dashboard's upload cap)
+MAX_LAYERS = 50_000  # ~100x the linear layers of a 70B model
 
 
 @lru_cache(maxsize=1)
@@ -69,8 +71,15 @@ def save_rankmap(plan: RankPlan, path: Path) -> None:
     atomic_write_text(Path(path), json.dumps(rankmap_dict(plan), indent=1) + "\n")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows (a rank map holds finite numbers only)")
+
+
 def read_rankmap(source: Path | str | bytes | dict[str, Any]) -> dict[str, Any]:
-    """Load (from a path, JSON text or bytes, or a dict) and validate against the schema; raises RankMapError."""
+    """Load (from a path, JSON text or bytes, or a dict) and validate against the schema; raises RankMapError.
+
+    A file or text larger than MAX_BYTES, more than MAX_LAYERS layers, nesting too deep to parse, and NaN or
+    Infinity anywhere are refused before the schema is checked (each would make the check slow or crash it)."""
     where = "rank map"
     if isinstance(source, dict):
         data: Any = source
@@ -79,24 +88,39 @@ def read_rankmap(source: Path | str | bytes | dict[str, Any]) -> dict[str, Any]:
         if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
             where = f"rank map {source}"
             try:
+                size = Path(source).stat().st_size
+                if size > MAX_BYTES:
+                    raise RankMapError(f"{where}: {size:,} bytes is too large for a rank map (at most {MAX_BYTES:,}; "
+                                       "a 70B model's is about 150 KB)")
                 text = Path(source).read_text(encoding="utf-8")
             except OSError as err:
                 raise WeLoreError(f"{where}: cannot read ({err.strerror or err})") from None
             except UnicodeDecodeError as err:
                 raise RankMapError(f"{where}: not UTF-8 text", [str(err)]) from None
+        if len(text) > MAX_BYTES:
+            raise RankMapError(f"{where}: {len(text):,} bytes is too large for a rank map (at most {MAX_BYTES:,}; "
+                               "a 70B model's is about 150 KB)")
         try:
-            data = json.loads(text)
-        except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for undecodable bytes
+            data = json.loads(text, parse_constant=_no_constant)
+        except ValueError as err:  # JSONDecodeError, NaN/Infinity, and UnicodeDecodeError for undecodable bytes
             raise RankMapError(f"{where}: not valid JSON", [str(err)]) from None
+        except RecursionError:
+            raise RankMapError(f"{where}: nested too deeply to be a rank map") from None
     if not isinstance(data, dict):
         raise RankMapError(f"{where}: expected a JSON object, got {type(data).__name__}")
     if data.get("schema") != SCHEMA_ID:
         raise RankMapError(f"{where}: schema {data.get('schema')!r} is not supported (this tool reads {SCHEMA_ID})")
+    layers = data.get("layers")
+    if isinstance(layers, list) and len(layers) > MAX_LAYERS:
+        raise RankMapError(f"{where}: {len(layers):,} layers is more than a rank map can hold (at most {MAX_LAYERS:,})")
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(rankmap_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, str(p))
-                                                                for p in e.absolute_path])
+    try:
+        errors = sorted(validator.iter_errors(data), key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, str(p))
+                                                                    for p in e.absolute_path])
+    except RecursionError:
+        raise RankMapError(f"{where}: nested too deeply to be a rank map") from None
     problems = [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors]
     if problems:
         raise RankMapError(f"{where}: does not match the {SCHEMA_ID} schema", problems)

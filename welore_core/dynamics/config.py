@@ -14,7 +14,7 @@ import torch
 
 from ..errors import WeLoreError
 from ..models import building
-from ..utils import cache_dir, parse_device
+from ..utils import cache_dir, parse_device, read_json
 
 _TRAIN_FIELDS = ("steps", "every", "batch_size", "seqlen", "lr", "warmup")
 
@@ -30,15 +30,13 @@ def load_preset(preset: str) -> dict[str, Any]:
     if preset in presets():
         text = (resources.files("welore_core.dynamics") / "presets" / f"{preset}.json").read_text()
         where = f"preset {preset!r}"
+        data = json.loads(text)  # shipped with the package: valid
     else:
         path = Path(preset).expanduser()
         if not path.is_file():
             raise WeLoreError(f"config {preset!r}: not a preset ({', '.join(presets())}) and no such JSON file")
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise WeLoreError(f"config {where}: not valid JSON ({err})") from None
+        where = str(path)
+        data = read_json(path, "dynamics config", kind=None)
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise WeLoreError(f"config {where}: expected an object with a \"model\" object of LlamaConfig fields")
     unknown = set(data.get("train", {})) - set(_TRAIN_FIELDS)
@@ -100,6 +98,7 @@ class DynamicsConfig:
             raise WeLoreError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if not 0 < self.probe_fraction < 0.5:
             raise WeLoreError(f"probe_fraction must be in (0, 0.5), got {self.probe_fraction}")
+        check_model(self.model, self.preset)
         limit = self.model.get("max_position_embeddings")
         if isinstance(limit, int) and self.seqlen > limit:
             raise WeLoreError(f"seqlen {self.seqlen} is longer than the preset's {limit} positions")
@@ -115,6 +114,36 @@ class DynamicsConfig:
         out["betas"] = list(self.betas)
         out.pop("device")
         return out
+
+
+_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")  # required, positive
+_OPTIONAL_SIZES = ("num_key_value_heads", "max_position_embeddings", "head_dim")
+
+
+def check_model(model: dict[str, Any], preset: str) -> None:
+    """The LlamaConfig fields of a preset or config file, checked one by one (transformers would fail later
+    with a message that names no field, or not at all)."""
+    where = f"config {preset!r}: model"
+    for name in _SIZES + _OPTIONAL_SIZES:
+        if name not in model:
+            if name in _SIZES:
+                raise WeLoreError(f"{where}.{name} is missing (a positive integer)")
+            continue
+        value = model[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise WeLoreError(f"{where}.{name} must be a positive integer, got {value!r}")
+    hidden, heads = model["hidden_size"], model["num_attention_heads"]
+    if "head_dim" not in model and hidden % heads:
+        raise WeLoreError(f"{where}.hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+    kv = model.get("num_key_value_heads", heads)
+    if heads % kv:
+        raise WeLoreError(f"{where}.num_attention_heads {heads} is not divisible by num_key_value_heads {kv}")
+    if model.get("head_dim", hidden // heads) % 2:
+        raise WeLoreError(f"{where}: the head dimension {model.get('head_dim', hidden // heads)} must be even "
+                          "(rotary embeddings rotate pairs)")
+    eps = model.get("rms_norm_eps", 1e-6)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1:
+        raise WeLoreError(f"{where}.rms_norm_eps must be a small positive number, got {eps!r}")
 
 
 def default_folder(config: DynamicsConfig) -> Path:

@@ -28,7 +28,7 @@ from ..data import LOCAL_TOKENIZERS, Tokens, load_corpus, sample_windows, split_
 from ..errors import WeLoreError
 from ..evaluation import Registry, run_key
 from ..models import LayerInfo, discover_layers
-from ..utils import Progress, atomic_write_bytes, atomic_write_text, lr_factor, parse_device
+from ..utils import Progress, atomic_folder, atomic_write_bytes, atomic_write_text, lr_factor, parse_device
 from .config import DynamicsConfig, build_model
 from .folder import KIND, RunFolder
 from .record import record_checkpoint
@@ -188,7 +188,8 @@ def _save_model(model: torch.nn.Module, folder: Path) -> None:
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(folder)  # type: ignore[operator]
+        with atomic_folder(folder, create=False) as tmp:
+            model.save_pretrained(tmp)  # type: ignore[operator]
     finally:
         if shown:
             hf_logging.enable_progress_bar()
@@ -197,6 +198,10 @@ def _save_model(model: torch.nn.Module, folder: Path) -> None:
 def _train_step(trainer: _Trainer, train: np.ndarray, config: DynamicsConfig, device: torch.device) -> float:
     batch = sample_windows(train, config.seqlen, config.batch_size, [config.seed, trainer.step]).to(device)  # (B, T)
     loss = trainer.model(input_ids=batch, labels=batch).loss
+    value = float(loss.detach())
+    if not math.isfinite(value):  # before the update: the model and the last checkpoint stay good
+        raise WeLoreError(f"training diverged at step {trainer.step + 1} (loss {value}); the last checkpoint "
+                          f"is kept; lower --lr (now {config.lr})")
     loss.backward()
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), config.grad_clip)
@@ -205,9 +210,6 @@ def _train_step(trainer: _Trainer, train: np.ndarray, config: DynamicsConfig, de
     trainer.scheduler.step()
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.step += 1
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise WeLoreError(f"training diverged at step {trainer.step} (loss {value}); lower --lr (now {config.lr})")
     trainer.losses.append((trainer.step, value, float(lr)))
     return value
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data import windows_of
 from ..errors import WeLoreError
-from ..models import check_seqlen
+from ..models import check_seqlen, first_non_finite
 from ..utils import Progress, parse_device
 
 
@@ -33,14 +33,20 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.seqlen < 2:
             raise WeLoreError(f"seqlen must be at least 2, got {self.seqlen}")
-        if self.tokens is not None and self.tokens < self.seqlen:
-            raise WeLoreError(f"token budget {self.tokens} is smaller than one window of seqlen {self.seqlen}")
+        if self.tokens is not None and self.tokens < 1:
+            raise WeLoreError(f"token budget must be positive, got {self.tokens}")
         if self.batch_size < 1:
             raise WeLoreError(f"batch_size must be at least 1, got {self.batch_size}")
         parse_device(self.device, "eval device")
 
     def torch_device(self) -> torch.device:
         return parse_device(self.device, "eval device")
+
+    def check_budget(self) -> None:
+        """The budget holds one window (checked after the model's position limit, which is the likelier mistake
+        when both fail: `--seqlen 100000`)."""
+        if self.tokens is not None and self.tokens < self.seqlen:
+            raise WeLoreError(f"token budget {self.tokens} is smaller than one window of seqlen {self.seqlen}")
 
 
 @dataclass
@@ -69,6 +75,7 @@ def perplexity(model: nn.Module, ids: np.ndarray | torch.Tensor, config: EvalCon
     """
     config = config or EvalConfig()
     check_seqlen(model, config.seqlen)
+    config.check_budget()
     windows = windows_of(ids, config.seqlen, config.tokens)
     device = next(model.parameters()).device
     total_nll, predicted = 0.0, 0
@@ -80,7 +87,10 @@ def perplexity(model: nn.Module, ids: np.ndarray | torch.Tensor, config: EvalCon
             batch = windows[first: first + config.batch_size].to(device)  # (B, L)
             if parts is not None and first == 0 and not _chunked_matches(model, parts, batch[:1, :64], chunk):
                 parts = None
-            total_nll += _nll_sum(model, parts, batch, chunk)
+            nll = _nll_sum(model, parts, batch, chunk)
+            if not math.isfinite(nll):
+                raise non_finite_loss(model, f"NLL {nll} on windows {first}-{first + batch.shape[0] - 1}")
+            total_nll += nll
             predicted += batch.shape[0] * (config.seqlen - 1)
             if progress:
                 progress(min(first + config.batch_size, windows.shape[0]), windows.shape[0], "windows")
@@ -91,6 +101,17 @@ def perplexity(model: nn.Module, ids: np.ndarray | torch.Tensor, config: EvalCon
     tokens = windows.numel()
     return EvalResult(math.exp(mean) if mean < 700 else float("inf"), mean, tokens, windows.shape[0], seconds,
                       tokens / seconds if seconds > 0 else float("inf"), dataset, config.seqlen)
+
+
+def non_finite_loss(model: nn.Module, what: str) -> WeLoreError:
+    """The error of a loss that is NaN or inf: the first weight holding NaN or inf when the weights are the
+    cause, else the forward pass overflowing in the model's dtype."""
+    bad = first_non_finite(model)
+    if bad is not None:
+        return WeLoreError(f"the loss is not finite ({what}): weight {bad} holds NaN or inf values")
+    dtype = next(model.parameters()).dtype
+    return WeLoreError(f"the loss is not finite ({what}) although every weight is finite: the forward pass "
+                       f"overflows in {str(dtype).removeprefix('torch.')}; evaluate in float32")
 
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..utils import VERSION, cache_dir
+from ..errors import WeLoreError
+from ..utils import VERSION, cache_dir, disk_writes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -78,9 +80,12 @@ class Registry:
 
     def record(self, key: str, fields: dict[str, Any], result: dict[str, Any]) -> None:
         """Store a run (an identical earlier one is kept: results are deterministic given the key)."""
+        bad = sorted({k for k, v in {**fields, **result}.items() if isinstance(v, float) and not math.isfinite(v)})
+        if bad:  # an identical request would get the bad value back from the registry forever
+            raise WeLoreError(f"{self.path}: not recording a run whose {', '.join(bad)} is not finite")
         values = {c: fields.get(c) for c in COLUMNS}
         values["version"] = values["version"] or VERSION
-        with self._connect() as conn:
+        with disk_writes(self.path), self._connect() as conn:
             conn.execute(f"INSERT OR IGNORE INTO runs (key, created, {', '.join(COLUMNS)}, result) "
                          f"VALUES (?, ?, {', '.join('?' for _ in COLUMNS)}, ?)",
                          (key, time.strftime("%Y-%m-%dT%H:%M:%S"), *values.values(), json.dumps(result, default=str)))

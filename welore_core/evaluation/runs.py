@@ -19,7 +19,8 @@ from ..compression import (CompressionConfig, PlanConfig, RankPlan, SpectraConfi
                            plan_target, read_manifest, save_compressed, target_ranks)
 from ..data import check_corpus, load_corpus, tokenize_corpus, windows_of
 from ..errors import WeLoreError
-from ..models import ModelSource, count_parameters, load_tokenizer, resolve_model, source_fingerprint
+from ..models import (ModelSource, check_source_seqlen, count_parameters, load_tokenizer, resolve_model,
+                      source_fingerprint)
 from ..utils import Progress
 from .perplexity import EvalConfig, perplexity
 from .registry import Registry, plan_hash, run_key
@@ -43,6 +44,9 @@ def load_for_eval(spec: str | Path | None, device: str = "cpu", config: EvalConf
     if config is not None:
         check_corpus(config.data)
     source = resolve_model(spec)
+    if config is not None:  # before the budget: a seqlen past the model's positions is the likelier mistake
+        check_source_seqlen(source, config.seqlen)
+        config.check_budget()
     corpus = load_corpus(config.data) if config is not None else None
     tokenizer = load_tokenizer(source)
     ids = None

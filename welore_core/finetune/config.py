@@ -77,10 +77,9 @@ class FinetuneConfig:
                               f"{self.warmup_steps}, {self.min_lr_ratio}")
         if not 0 < self.heldout < 1:
             raise WeLoreError(f"heldout must be a fraction in (0, 1), got {self.heldout}")
-        if self.eval_tokens is not None and self.eval_tokens < self.seqlen:
-            raise WeLoreError(f"eval_tokens {self.eval_tokens} is less than one window of seqlen {self.seqlen}")
-        if self.forget_tokens and self.forget_tokens < self.seqlen:
-            raise WeLoreError(f"forget_tokens {self.forget_tokens} is less than one window of seqlen {self.seqlen}")
+        if self.eval_tokens is not None and self.eval_tokens < 1 or self.forget_tokens < 0:
+            raise WeLoreError(f"eval_tokens must be positive and forget_tokens >= 0, got {self.eval_tokens}, "
+                              f"{self.forget_tokens}")
         if self.err is not None and self.rankmap is not None:
             raise WeLoreError("pass at most one of err and rankmap")
         if self.err is not None and not 0 < self.err < 100:
@@ -92,5 +91,12 @@ class FinetuneConfig:
         if self.mixed_precision not in PRECISIONS:
             raise WeLoreError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         parse_device(self.device, "fine-tuning device")
+
+    def check_budgets(self) -> None:
+        """The evaluation budgets hold a window each (checked after the model's position limit)."""
+        if self.eval_tokens is not None and self.eval_tokens < self.seqlen:
+            raise WeLoreError(f"eval_tokens {self.eval_tokens} is less than one window of seqlen {self.seqlen}")
+        if self.forget_tokens and self.forget_tokens < self.seqlen:
+            raise WeLoreError(f"forget_tokens {self.forget_tokens} is less than one window of seqlen {self.seqlen}")
 
 

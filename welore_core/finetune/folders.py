@@ -26,7 +26,7 @@ from torch import nn
 
 from ..compression import CompressionReport, is_compressed_folder, save_compressed
 from ..errors import WeLoreError
-from ..models import ModelSource
+from ..models import ModelSource, unique_parameters
 from ..utils import atomic_folder, atomic_write_text
 
 RECORD = "welore-finetune.json"  # beside the weights of a fine-tuned output folder: the run's result
@@ -85,7 +85,8 @@ def save_model(model: nn.Module, folder: Path, layout: Layout, stored: bool = Fa
         return save_compressed(model, folder, layout.report, layout.source.path, layout.source.label)
     if not replace:
         check_output(folder, layout.source)
-    with atomic_folder(folder) as tmp:
+    needed = sum(p.numel() * p.element_size() for p in unique_parameters(model)) + 2**20
+    with atomic_folder(folder, needed=needed) as tmp:
         model.save_pretrained(tmp)
         if layout.tokenizer is not None:
             layout.tokenizer.save_pretrained(tmp)

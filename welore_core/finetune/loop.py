@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..errors import WeLoreError
 from ..utils import Progress
 from .config import FinetuneConfig
-from .folders import Layout, load_adapter, load_training, save_checkpoint
+from .folders import Layout, latest_checkpoint, load_adapter, load_training, save_checkpoint
 from .modes import Prepared, build_optimizer, build_scheduler, prepare_model, state_bytes
 
 
@@ -103,12 +105,18 @@ class Session:
             loss_sum += float(loss.detach())
             mask = batch.get("attention_mask")
             tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        mean_loss = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))  # the same on every process
+        if not math.isfinite(mean_loss):  # stop before the update: the model and its checkpoints stay good
+            self.optimizer.zero_grad(set_to_none=True)
+            latest = latest_checkpoint(self.root)
+            kept = f"the last good checkpoint is {latest[0]}" if latest else "no checkpoint was written yet"
+            raise WeLoreError(f"{config.mode}: the training loss became {mean_loss} at step {step + 1}, so training "
+                              f"stopped before that update ({kept}); lower the learning rate (now {config.lr:g})")
         if config.max_grad_norm:
             acc.clip_grad_norm_(list(self.prepared.trainable.values()), config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        mean_loss = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
         return mean_loss, int(acc.reduce(torch.tensor(tokens, device=acc.device), "sum"))
 
     def train(self, data: Batches, say: Progress) -> LoopStats:

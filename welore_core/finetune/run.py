@@ -20,7 +20,8 @@ from ..compression import (CompressionConfig, PlanConfig, compress_to, load_mode
                            target_ranks)
 from ..errors import WeLoreError
 from ..evaluation import Registry, folder_plan_hash, plan_hash, run_key
-from ..models import ModelSource, check_seqlen, load_tokenizer, resolve_model, source_fingerprint, stored_dtypes
+from ..models import (ModelSource, check_seqlen, check_source_seqlen, load_tokenizer, resolve_model, source_fingerprint,
+                      stored_dtypes)
 from ..utils import Progress, at_step, read_json, silent
 from .batches import TrainData, load_data, measure
 from .config import FinetuneConfig
@@ -97,6 +98,8 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     output = Path(output).expanduser()
     source = resolve_model(spec)
     check_output(output, source)
+    check_source_seqlen(source, config.seqlen)
+    config.check_budgets()
     tokenizer = load_tokenizer(source)
     data = load_data(tokenizer, config)
     accelerator = _accelerator(config)

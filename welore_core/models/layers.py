@@ -148,6 +148,14 @@ def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list({id(p): p for p in model.parameters()}.values())
 
 
+def first_non_finite(model: nn.Module) -> str | None:
+    """Name of the first parameter holding NaN or inf (in module order), or None when all are finite."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p.detach()).all()):
+            return name
+    return None
+
+
 def count_parameters(model: nn.Module) -> int:
     """Parameters of a model, tied ones counted once."""
     return sum(p.numel() for p in unique_parameters(model))

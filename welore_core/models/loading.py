@@ -65,6 +65,17 @@ def max_positions(model: Any) -> int | None:
     return None
 
 
+def check_source_seqlen(source: ModelSource, seqlen: int, what: str = "seqlen") -> None:
+    """check_seqlen from the source's config.json alone, before the model is loaded."""
+    if source.config_path is None:
+        return
+    from types import SimpleNamespace
+
+    from ..utils import read_json
+
+    check_seqlen(SimpleNamespace(config=SimpleNamespace(**read_json(source.config_path, "config"))), seqlen, what)
+
+
 def check_seqlen(model: Any, seqlen: int, what: str = "seqlen") -> None:
     """Refuse windows longer than the model's positions (before any work is done with them)."""
     limit = max_positions(model)
