@@ -10,7 +10,7 @@ import streamlit as st
 import welore_core as wc
 
 
-def spectra(model: str, dtype: str = "float32", method: str = "svdvals",
+def spectra(model: str, dtype: str = "float32", method: str = "auto",
             progress: Callable[[int, int, str], None] | None = None) -> wc.Spectra:
     """Spectra of a model spec, straight from the core's on-disk cache on every rerun.
 

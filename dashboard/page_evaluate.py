@@ -13,7 +13,7 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard.jobview import job_panel, launch
-from dashboard.state import picked_model, svd_setting
+from dashboard.state import picked_model, placement_setting, svd_setting
 
 st.title("Compress & evaluate")
 model, info = picked_model()
@@ -38,17 +38,18 @@ with st.form("launch"):
 store = wc.JobStore()
 if launched:
     try:
-        config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens))
+        device, weights = placement_setting()
+        config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens), device=device, weights_dtype=weights)
         target: wc.PlanConfig | dict[str, Any] | None = None  # planned in the job, on the sidebar's SVD setting
         if applied and strategy.startswith("rank map: "):
             target = applied["data"]
         elif not strategy.startswith("dense"):
             target = wc.PlanConfig(strategy=strategy, err=err)
         dtype, method = svd_setting()
-        spectra_config = wc.SpectraConfig(dtype=dtype, method=method)
+        spectra_config = wc.SpectraConfig(dtype=dtype, method=method, device=device)
         saved = Path(save_to) if save_to.strip() else None
         spec = model.strip() or None
-        compression = wc.CompressionConfig(mode=mode)
+        compression = wc.CompressionConfig(mode=mode, device=device, weights_dtype=weights)
         launch(store, "compress-eval", {"model": model or info.label, "strategy": strategy, "err": err, "mode": mode,
                                         "data": data, "tokens": int(tokens), "seqlen": int(seqlen)},
                lambda progress: wc.compress_and_evaluate(spec, target, config, compression, progress, save_to=saved,

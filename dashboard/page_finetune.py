@@ -12,7 +12,7 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard.jobview import job_panel, launch
-from dashboard.state import picked_model
+from dashboard.state import picked_model, placement_setting
 
 st.title("Fine-tune")
 st.caption("WeLore's proposal (arXiv 2407.11239 §4): train only the factors of the Low-Rank Components, N-LRCs "
@@ -51,7 +51,8 @@ if launched:
             raise wc.WeLoreError("pick at least one mode")
         spec = model or None
         is_compressed = info.kind == "compressed"
-        config = wc.FinetuneConfig(mode=modes[0], data=data.strip() if kind == "text" else "",
+        device, weights = placement_setting()
+        config = wc.FinetuneConfig(device=device, weights_dtype=weights, mode=modes[0], data=data.strip() if kind == "text" else "",
                                 task=task if kind != "text" else "", steps=int(steps), seqlen=int(seqlen),
                                 batch_size=int(batch), lr=float(lr), forget_tokens=int(forget),
                                 eval_tokens=8 * int(seqlen), lora_rank=int(lora_rank),

@@ -8,7 +8,7 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard.jobview import job_panel, launch
-from dashboard.state import picked_model
+from dashboard.state import picked_model, placement_setting
 
 st.title("Sensitivity")
 st.caption("Each group's rank is cut by the chosen ratio (weight SVD) while everything else stays dense; "
@@ -26,7 +26,8 @@ with st.form("scan"):
 store = wc.JobStore()
 if launched:
     try:
-        config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens))
+        device, weights = placement_setting()
+        config = wc.EvalConfig(data=data, seqlen=int(seqlen), tokens=int(tokens), device=device, weights_dtype=weights)
         spec = model.strip() or None
         launch(store, "sensitivity", {"model": model or info.label, "ratio": ratio, "by": by},
                lambda progress: wc.sensitivity_of(spec, config, ratio, by, progress), "scan")

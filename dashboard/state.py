@@ -34,11 +34,16 @@ def model_picker() -> None:
         kind = st.radio("Source", list(wc.SOURCE_KINDS), format_func=KIND_LABELS.__getitem__, key="source_kind")
         if kind != "embedded":
             st.text_input("Path or id", key="source_path", placeholder=PLACEHOLDERS[kind])
-        with st.expander("SVD settings"):
-            st.selectbox("Precision", ["float32", "float64"], key="svd_dtype")
-            st.selectbox("Method", ["svdvals", "gram"], key="svd_method",
+        with st.expander("Compute settings"):
+            st.selectbox("Device", ["auto", "cpu", "cuda"], key="device",
+                         help="where models are loaded and SVDs run; auto = the GPU when there is one")
+            st.selectbox("Weights dtype", list(wc.WEIGHT_DTYPES), key="weights_dtype",
+                         help="auto = bfloat16 on a GPU, float32 on the CPU; float16 needs a GPU")
+            st.selectbox("SVD precision", ["float32", "float64"], key="svd_dtype")
+            st.selectbox("Method", list(wc.SVD_METHODS), key="svd_method",
                          help="svdvals: LAPACK/cuSOLVER singular values; gram: eigenvalues of the smaller Gram "
-                              "matrix in float64 (faster, less accurate in the tail)")
+                              "matrix in float64; auto: svdvals on a CPU, gram on a GPU (both within 1e-5 of "
+                              "s_max of a float64 SVD)")
 
 
 def current_model() -> tuple[str, str]:
@@ -70,7 +75,12 @@ def picked_model() -> tuple[str, wc.ModelInfo]:
 
 def svd_setting() -> tuple[str, str]:
     """(dtype, method) chosen in the sidebar; the defaults when a page runs on its own."""
-    return str(st.session_state.get("svd_dtype", "float32")), str(st.session_state.get("svd_method", "svdvals"))
+    return str(st.session_state.get("svd_dtype", "float32")), str(st.session_state.get("svd_method", "auto"))
+
+
+def placement_setting() -> tuple[str, str]:
+    """(device, weights dtype) chosen in the sidebar; the defaults when a page runs on its own."""
+    return str(st.session_state.get("device", "auto")), str(st.session_state.get("weights_dtype", "auto"))
 
 
 def spectra_with_progress(spec: str) -> wc.Spectra:

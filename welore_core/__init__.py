@@ -25,6 +25,7 @@ from .compression import (BYTES_PER_PARAM, LRC_MIN_RATIO, NORMALIZATIONS, SCHEMA
                           plan_from_rankmap, plan_from_ranks, plan_grid, plan_target, prepare_scores, rank_at_k,
                           rankmap_dict, read_rankmap, save_compressed, save_rankmap, singular_values, solve_threshold,
                           spectra_by_type, stable_rank)
+from .compression.svd import METHODS as SVD_METHODS
 from .data import DATASETS, TASKS, Corpus, load_corpus, load_task, tokenize_corpus
 from .dynamics import (DynamicsConfig, DynamicsRun, EmergenceConfig, RunFolder, build_model, claim_check,
                        cosine_matrix, default_folder, emergence_over_time, emergence_summary, gradient_cosine,
@@ -38,7 +39,7 @@ from .finetune import (MODES as FINETUNE_MODES, FinetuneConfig, FinetuneResult, 
                        finetune_runs, prepare_model, run_finetune, run_modes, runs_frame, state_bytes, with_ratios)
 from .models import (SOURCE_KINDS, LayerInfo, ModelInfo, ModelSource, count_parameters, describe_model,
                      discover_from_names, discover_layers, embedded_gguf, expect_kind, find_blocks, guess_kind,
-                     resolve_model, select_layers, source_fingerprint)
+                     WEIGHT_DTYPES, resolve_model, select_layers, source_fingerprint)
 from .utils import VERSION, Progress, cache_dir, data_dir
 
 __version__ = VERSION
@@ -52,11 +53,11 @@ __all__ = [
     "compress_to", "compute_spectra", "effective_rank", "err_for_k", "load_compressed", "load_model", "make_plan",
     "missing_layers", "normalize", "paper_threshold", "plan_by_type", "plan_from_rankmap", "plan_from_ranks",
     "plan_grid", "plan_target", "prepare_scores", "rank_at_k", "rankmap_dict", "read_rankmap", "save_compressed",
-    "save_rankmap", "singular_values", "solve_threshold", "spectra_by_type", "stable_rank",
+    "save_rankmap", "singular_values", "solve_threshold", "spectra_by_type", "stable_rank", "SVD_METHODS",
     # models and data
     "SOURCE_KINDS", "LayerInfo", "ModelInfo", "ModelSource", "count_parameters", "describe_model",
     "discover_from_names", "discover_layers", "embedded_gguf", "expect_kind", "find_blocks", "guess_kind",
-    "resolve_model", "select_layers", "source_fingerprint",
+    "resolve_model", "select_layers", "source_fingerprint", "WEIGHT_DTYPES",
     "DATASETS", "DOWNSTREAM_TASKS", "TASKS", "Corpus", "load_corpus", "load_task", "tokenize_corpus",
     # evaluation, registry, jobs
     "EvalConfig", "EvalResult", "JobCancelled", "JobState", "JobStore", "Registry", "compress_and_evaluate",

@@ -9,17 +9,19 @@ from typing import Any
 from ..compression import (NORMALIZATIONS, STRATEGIES, PlanConfig, Spectra, SpectraConfig, compute_spectra,
                            make_plan, missing_layers, plan_by_type, plan_from_rankmap, plan_grid, rankmap_dict,
                            read_rankmap, save_rankmap, spectra_by_type)
+from ..compression.svd import METHODS as SVD_METHODS
 from ..errors import WeLoreError
 from ..models import resolve_model
-from .common import add_model, add_output, config_from, human, option, tqdm_progress
+from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
 
-SVD_DTYPES, SVD_METHODS = ("float32", "float64"), ("svdvals", "gram")
+SVD_DTYPES = ("float32", "float64")
 
 
 def spectra_options(p: argparse.ArgumentParser) -> None:
     option(p, SpectraConfig, "dtype", "SVD precision", choices=SVD_DTYPES)
-    option(p, SpectraConfig, "method", "singular value algorithm", choices=SVD_METHODS)
-    option(p, SpectraConfig, "device", "auto (cuda when present), cpu, cuda[:N]")
+    option(p, SpectraConfig, "method", "singular value algorithm (auto: svdvals on a CPU, gram on a GPU)",
+           choices=SVD_METHODS)
+    placement_options(p, SpectraConfig)
     option(p, SpectraConfig, "with_head", "also analyse lm_head")
     option(p, SpectraConfig, "include", "regex: only layers whose dotted name matches")
     option(p, SpectraConfig, "exclude", "regex: drop layers whose dotted name matches")

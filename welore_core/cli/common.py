@@ -70,6 +70,15 @@ def option(p: argparse.ArgumentParser, cls: type, name: str, help: str, flag: st
                    help=help.replace("%", "%%") + shown)
 
 
+def placement_options(p: argparse.ArgumentParser, cls: type) -> None:
+    """--device and --weights-dtype of a config that loads a model."""
+    from ..models import WEIGHT_DTYPES
+
+    option(p, cls, "device", "auto (cuda when present), cpu, cuda[:N]")
+    option(p, cls, "weights_dtype", "dtype the weights are loaded in; auto = bfloat16 on a GPU, float32 on the CPU",
+           choices=WEIGHT_DTYPES)
+
+
 def config_from(cls: type, args: argparse.Namespace, **given: Any) -> Any:
     """An instance of `cls` from the options `option` added (fields without an option keep their default)."""
     values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in given and hasattr(args, f.name)}

@@ -5,11 +5,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..compression import (STRATEGIES, Calibration, CompressionConfig, PlanConfig, calibration_batches, collect_grams,
-                           compress_to, load_model, plan_target, save_compressed, target_ranks)
+from ..compression import (STRATEGIES, Calibration, CompressionConfig, PlanConfig, SpectraConfig, calibration_batches,
+                           collect_grams, compress_to, load_model, plan_target, save_compressed, target_ranks)
 from ..errors import WeLoreError
-from ..models import load_tokenizer, resolve_model
-from .common import add_model, add_output, config_from, human, option, tqdm_progress
+from ..models import dtype_name, load_tokenizer, resolve_model, stored_dtypes
+from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
 
 
 def calibration_options(p: argparse.ArgumentParser, sizes: bool = True) -> None:
@@ -34,26 +34,28 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     if (args.rankmap is None) == (args.err is None):
         raise WeLoreError("compress needs exactly one of --rankmap FILE or --err PCT")
     calib = calibration(args)
-    config = CompressionConfig(mode="all" if args.all_layers else "lrc", act_svd=args.act_svd)
+    config = config_from(CompressionConfig, args, mode="all" if args.all_layers else "lrc")
     plan = config_from(PlanConfig, args) if args.err is not None else None
     source = resolve_model(args.model)
-    model = load_model(source)
+    device, dtype = config.placement()
+    model = load_model(source, dtype, device)
     target = plan_target(source if source.streamable else model, plan=plan, rankmap=args.rankmap,
-                         progress=tqdm_progress("spectra"))
+                         spectra=SpectraConfig(device=config.device), progress=tqdm_progress("spectra"))
     grams = None
     if calib is not None:
         batches, _ = calibration_batches(model, load_tokenizer(source), calib)
         grams = collect_grams(model, batches, list(target_ranks(target)), tqdm_progress("calibration"))
     report = compress_to(model, target, config, grams, tqdm_progress("compress"))
-    out = save_compressed(model, Path(args.output), report, source.path, source.label)
-    dtype_bytes = next(model.parameters()).element_size()
+    stored = stored_dtypes(source.safetensors_files())[1]  # bf16 in, bf16 out
+    out = save_compressed(model, Path(args.output), report, source.path, source.label, dtype=stored)
+    dtype_bytes = stored.itemsize
     before, after = report.bytes(dtype_bytes)
     if human(args):
         print(f"{source.label} -> {out} ({report.mode} mode{', ActSVD' if report.act_svd else ''})\n"
               f"factored {len(report.factored)} layers, truncated {len(report.truncated)}; parameters "
               f"{report.params_before / 1e6:.2f}M -> {report.params_after / 1e6:.2f}M "
               f"({100 * report.params_after / report.params_before:.1f} %), {before / 2**20:.0f} MiB -> "
-              f"{after / 2**20:.0f} MiB in {next(model.parameters()).dtype}, {report.seconds:.1f} s")
+              f"{after / 2**20:.0f} MiB in {dtype_name(stored)}, {report.seconds:.1f} s")
     return {**report.to_dict(), "output": str(out), "bytes_before": before, "bytes_after": after}
 
 
@@ -65,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     option(p, PlanConfig, "strategy", "rank allocation strategy for --err", choices=STRATEGIES)
     p.add_argument("--all-layers", action="store_true", help="every layer at its rank (default: LRCs only)")
     calibration_options(p)
+    placement_options(p, CompressionConfig)
     p.add_argument("-o", "--output", required=True, help="compressed model folder to write")
     add_output(p)
     p.set_defaults(run=cmd_compress)

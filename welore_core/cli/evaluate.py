@@ -13,7 +13,7 @@ from ..errors import WeLoreError
 from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, sensitivity_of, sweep
 from ..figures import sensitivity_figure, sweep_figure
 from ..utils import atomic_write_text
-from .common import add_model, add_output, config_from, human, option, tqdm_progress
+from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
 from .compress import calibration, calibration_options
 
 SENSITIVITY_SEQLEN = 512  # scans run one evaluation per group: shorter windows keep them quick
@@ -25,7 +25,7 @@ def eval_options(p: argparse.ArgumentParser, seqlen: int | None = None) -> None:
     option(p, EvalConfig, "tokens", "token budget: evaluate only the first N tokens (whole windows)")
     option(p, EvalConfig, "seqlen", "window length in tokens", **({"default": seqlen} if seqlen else {}))
     option(p, EvalConfig, "batch_size", "windows per forward pass")
-    option(p, EvalConfig, "device", "auto (cuda when present), cpu, cuda[:N]")
+    placement_options(p, EvalConfig)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:

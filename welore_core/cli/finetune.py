@@ -13,6 +13,7 @@ from typing import Any
 
 from ..data import TASKS
 from ..finetune import MODES, PRECISIONS, SCHEDULERS, FinetuneConfig, run_finetune
+from ..models import WEIGHT_DTYPES
 from .common import add_model, add_output, config_from, human, option, tqdm_progress
 
 HELP = {
@@ -41,8 +42,10 @@ HELP = {
     "save_every": "checkpoint every N steps (0: only at the end)",
     "mixed_precision": "accelerate autocast",
     "device": "auto (cuda when present) or cpu",
+    "weights_dtype": "dtype of the frozen weights; trainable ones keep float32 masters (auto = bfloat16 on a GPU)",
 }
-CHOICES = {"mode": MODES, "task": sorted(TASKS), "scheduler": SCHEDULERS, "mixed_precision": PRECISIONS}
+CHOICES = {"mode": MODES, "task": sorted(TASKS), "scheduler": SCHEDULERS, "mixed_precision": PRECISIONS,
+           "weights_dtype": WEIGHT_DTYPES}
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

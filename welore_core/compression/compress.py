@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import RankMapError, WeLoreError
-from ..models import LayerInfo, ModelSource, count_parameters, discover_layers, linear_weight, set_module
+from ..models import LayerInfo, ModelSource, count_parameters, discover_layers, linear_weight, placement, set_module
 from ..utils import Progress
 from .actsvd import Calibration, whitened_factors
 from .folder import CompressionReport
@@ -42,6 +42,8 @@ class CompressionConfig:
     act_svd: bool = False  # activation-whitened SVD (needs calibration inputs) instead of weight SVD
     svd_dtype: str = "float32"  # precision of the factorisation; float64 for large, ill-conditioned layers
     damp: float = 1e-2  # ridge added to XᵀX (relative to its mean diagonal) before Cholesky, ActSVD only
+    device: str = "auto"  # where the SVDs run (and, for `welore compress`, where the model is loaded)
+    weights_dtype: str = "auto"  # dtype the model is loaded in; a compressed folder keeps its input's dtype
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -50,6 +52,11 @@ class CompressionConfig:
             raise WeLoreError(f"svd_dtype must be float32 or float64, got {self.svd_dtype!r}")
         if not self.damp > 0:
             raise WeLoreError(f"damp must be positive, got {self.damp!r}")
+        placement(self.device, self.weights_dtype, "compression")
+
+    def placement(self) -> tuple[torch.device, torch.dtype]:
+        """(device, weights dtype) with auto resolved."""
+        return placement(self.device, self.weights_dtype, "compression")
 
     def identity(self, calib: Calibration | None = None, calib_digest: str = "") -> dict[str, Any]:
         """Everything besides the ranks that changes the compressed weights (part of a run's identity)."""
@@ -164,13 +171,14 @@ def _dense_weight(module: nn.Module, layer: str) -> torch.Tensor:
 def _factors(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None,
              config: CompressionConfig) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     module = model.get_submodule(name)
-    weight = _dense_weight(module, name)  # (out, in)
+    weight = _dense_weight(module, name)  # (out, in), in the model's dtype and on its device
     dtype = getattr(torch, config.svd_dtype)
+    work = config.placement()[0]  # the SVD runs here, one layer at a time, upcast to svd_dtype
     if gram is not None:
-        a, b = whitened_factors(weight, rank, gram, config.damp, dtype)
+        a, b = whitened_factors(weight.to(work), rank, gram.to(work), config.damp, dtype)
     else:
-        a, b = svd_factors(weight, rank, dtype)
-    return module, weight, a.to(weight.dtype), b.to(weight.dtype)
+        a, b = svd_factors(weight.to(work), rank, dtype)
+    return module, weight, a.to(weight.device, weight.dtype), b.to(weight.device, weight.dtype)
 
 
 def factor_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None = None,

@@ -20,8 +20,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import WeLoreError
-from ..models import (MANIFEST, ModelSource, building, count_parameters, empty_weights, linear_weight,
-                      load_pretrained, set_module)
+from ..models import (MANIFEST, ModelSource, building, check_fits, count_parameters, empty_weights, index_params,
+                      linear_weight, load_pretrained, set_module, tensor_index)
 from ..utils import atomic_folder, atomic_write_text, read_json
 from .lowrank import LowRankLinear
 
@@ -58,7 +58,7 @@ def is_compressed_folder(path: Path) -> bool:
 
 
 def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, source_folder: Path | None = None,
-                    base_model: str = "") -> Path:
+                    base_model: str = "", dtype: torch.dtype | None = None) -> Path:
     """Write a compressed model folder atomically (a temp folder renamed into place): the weights, config,
     tokenizer files of `source_folder`, the rank map `report` applied, and the manifest.
 
@@ -71,6 +71,8 @@ def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, s
     if source_folder is not None and folder.resolve() == Path(source_folder).resolve():
         raise WeLoreError(f"output {folder} is the source model's folder; choose a new path")
     tensors = _unique_tensors(model)
+    if dtype is not None:  # the input's stored dtype: bf16 in, bf16 out, whatever the model was computed in
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     needed = sum(t.numel() * t.element_size() for t in tensors.values()) + 2**20  # + config, tokenizer, JSON
     with atomic_folder(folder, needed=needed) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -121,19 +123,22 @@ def read_report(folder: Path) -> CompressionReport:
                              dict(manifest["factored"]), dict(manifest.get("truncated", {})), rankmap=rankmap)
 
 
-def load_compressed(folder: Path, dtype: str = "float32", device: str = "cpu") -> nn.Module:
-    """Rebuild a compressed model from its folder: architecture, low-rank modules, saved tensors."""
+def load_compressed(folder: Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a compressed model from its folder: architecture, low-rank modules, saved tensors (read straight
+    onto `device` and cast to `dtype` there)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    device = torch.device(device)
     manifest = read_manifest(folder)
     if not isinstance(manifest.get("factored"), dict):
         raise WeLoreError(f"{folder / MANIFEST}: 'factored' must map layer names to ranks")
     config = AutoConfig.from_pretrained(folder)
     with building(), empty_weights():  # parameters on meta, buffers (rotary tables) real
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for name, rank in manifest["factored"].items():
         try:
             module = model.get_submodule(name)
@@ -153,8 +158,8 @@ def load_compressed(folder: Path, dtype: str = "float32", device: str = "cpu") -
     state: dict[str, torch.Tensor] = {}
     try:
         for file in files:
-            state.update(load_file(str(file)))
-        state = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in state.items()}
+            for key, value in load_file(str(file), device=str(device)).items():
+                state[key] = value.to(dtype) if value.is_floating_point() else value
         result = model.load_state_dict(state, strict=False, assign=True)
     except (OSError, RuntimeError, SafetensorError) as err:  # damaged file, or ranks that do not match the tensors
         raise WeLoreError(f"{folder}: weights do not load ({str(err).splitlines()[0]})") from None
@@ -169,9 +174,15 @@ def load_compressed(folder: Path, dtype: str = "float32", device: str = "cpu") -
     return model.to(device).eval()
 
 
-def load_model(source: ModelSource, dtype: str = "float32", device: str = "cpu") -> nn.Module:
+def load_model(source: ModelSource, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu") -> nn.Module:
     """Instantiate any source for evaluation, compression or training: a compressed folder with its low-rank
-    layers, anything else as transformers' causal LM."""
+    layers, anything else as transformers' causal LM; refused up front when its weights in `dtype` do not fit
+    the device's free memory."""
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    device = torch.device(device)
+    files = source.safetensors_files()
+    if files:
+        check_fits(source.label, index_params(tensor_index(files)), device, dtype)
     if source.kind == "compressed":
         return load_compressed(source.path, dtype, device)
     model: nn.Module = load_pretrained(source, dtype, device)

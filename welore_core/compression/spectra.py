@@ -21,12 +21,12 @@ from torch import nn
 from ..errors import WeLoreError
 from ..models import (LayerInfo, ModelSource, TensorIndex, count_parameters, discover_layers, discovery_key,
                       discovery_notes, index_params, linear_weight, module_fingerprint, resolve_model, select_layers,
-                      source_fingerprint, source_layers, stream_tensors, tensor_index)
+                      placement, source_fingerprint, source_layers, stream_tensors, tensor_index)
 from ..utils import Progress, cache_dir, parse_device
+from .svd import DTYPES, resolve_method, stream_values, values_of
 from .folder import load_model
 from .spectra_cache import SpectraCache
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -34,24 +34,27 @@ class SpectraConfig:
     """How singular values are computed and which layers are analysed."""
 
     dtype: str = "float32"  # SVD precision; float64 for reference-grade tails (2-4x slower on CPU)
-    method: str = "svdvals"  # "svdvals" (LAPACK gesdd, values only) or "gram" (eigvalsh of W^T W in float64)
+    method: str = "auto"  # svdvals (values only), gram (eigvalsh of W^T W in float64) or auto (per device: svd.py)
     device: str = "auto"  # "auto" = cuda when available; not part of the cache key (same values)
+    weights_dtype: str = "auto"  # only for a model that must be instantiated (a compressed or .bin folder)
     with_head: bool = False  # also analyse lm_head (the paper does not compress it)
     include: str | None = None  # regex on dotted layer names to keep
     exclude: str | None = None  # regex on dotted layer names to drop
     use_cache: bool = True  # read and write cache/spectra
 
     def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise WeLoreError(f"spectra dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if self.method not in ("svdvals", "gram"):
-            raise WeLoreError(f"spectra method must be 'svdvals' or 'gram', got {self.method!r}")
-        parse_device(self.device, "spectra device")
+        if self.dtype not in DTYPES:
+            raise WeLoreError(f"spectra dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        resolve_method(self.method, placement(self.device, self.weights_dtype, "spectra")[0])
+
+    @property
+    def resolved_method(self) -> str:
+        return resolve_method(self.method, self.torch_device())
 
     @property
     def setting(self) -> str:
-        """The part of the config that changes the numbers: the cache folder name."""
-        return f"{self.dtype}-{self.method}"
+        """The part of the config that changes the numbers: the cache folder name (auto resolved)."""
+        return f"{self.dtype}-{self.resolved_method}"
 
     def torch_device(self) -> torch.device:
         return parse_device(self.device, "spectra device")
@@ -99,15 +102,7 @@ def effective_rank(s: np.ndarray) -> float:
 def singular_values(weight: torch.Tensor, config: SpectraConfig, device: torch.device | None = None) -> np.ndarray:
     """Descending singular values of one matrix as a numpy array in the config's dtype."""
     device = device or config.torch_device()
-    w = weight.detach().to(device=device, dtype=_DTYPES[config.dtype])
-    if w.shape[0] < w.shape[1]:
-        w = w.T  # LAPACK is faster on tall matrices; the values are the same
-    if config.method == "gram":
-        g = w.double().T @ w.double()  # (n, n), n = min dim: s^2 are its eigenvalues
-        s = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().flip(0).to(_DTYPES[config.dtype])
-    else:
-        s = torch.linalg.svdvals(w)
-    return s.cpu().numpy()
+    return values_of(weight, config.dtype, resolve_method(config.method, device), device)
 
 
 def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, config: SpectraConfig | None = None,
@@ -133,7 +128,8 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
         source = model if isinstance(model, ModelSource) else resolve_model(model)
         label = label or source.label
         if not source.streamable:  # .bin-only or compressed folder: instantiate, then the in-memory path
-            return compute_spectra(load_model(source), config, progress, label)
+            device, dtype = placement(config.device, config.weights_dtype, "spectra")
+            return compute_spectra(load_model(source, dtype, device), config, progress, label)
         fingerprint = source_fingerprint(source)
         discovery = discovery_key(source)
         meta = SpectraCache(cache_dir(), fingerprint, config.setting).load_meta(discovery) if config.use_cache else None
@@ -168,22 +164,14 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
                 values.update(fresh)
                 from_cache += len(fresh)
                 missing = [l for l in missing if l.name not in fresh]
-            device = config.torch_device()
             done = len(layers) - len(missing)
-            for layer, weight in read(missing):
-                if not torch.isfinite(weight).all():
-                    raise WeLoreError(f"layer {layer.name}: weight {layer.tensor} contains NaN or inf values")
-                try:
-                    s = singular_values(weight, config, device)
-                except torch.linalg.LinAlgError as err:
-                    raise WeLoreError(f"layer {layer.name}: SVD did not converge ({err}); try --dtype float64") from None
-                del weight
+            for name, s in stream_values(_checked(read(missing)), config.dtype, config.method, config.torch_device()):
                 if config.use_cache:
-                    cache.save(layer.name, s)
-                values[layer.name] = s
+                    cache.save(name, s)
+                values[name] = s
                 done += 1
                 if progress:
-                    progress(done, len(layers), layer.name)
+                    progress(done, len(layers), name)
         finally:
             if lock is not None:
                 lock.release()
@@ -194,6 +182,14 @@ def compute_spectra(model: nn.Module | ModelSource | str | Path | None = None, c
 
 
 Reader = Callable[[list[LayerInfo]], Iterator[tuple[LayerInfo, torch.Tensor]]]
+
+
+def _checked(items: Iterator[tuple[LayerInfo, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(layer name, weight) of each read layer, refusing NaN or inf before any SVD sees it."""
+    for layer, weight in items:
+        if not torch.isfinite(weight).all():
+            raise WeLoreError(f"layer {layer.name}: weight {layer.tensor} contains NaN or inf values")
+        yield layer.name, weight
 
 
 def _module_reader(model: nn.Module) -> Reader:

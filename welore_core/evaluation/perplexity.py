@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data import windows_of
 from ..errors import WeLoreError
-from ..models import check_seqlen, first_non_finite
+from ..models import check_seqlen, first_non_finite, placement
 from ..utils import Progress, parse_device
 
 
@@ -29,6 +29,7 @@ class EvalConfig:
     tokens: int | None = None  # token budget for quick previews; None = the whole corpus
     batch_size: int = 4  # windows per forward pass
     device: str = "auto"  # "auto" = cuda when available
+    weights_dtype: str = "auto"  # auto = bfloat16 on a GPU, float32 on the CPU (models.placement)
 
     def __post_init__(self) -> None:
         if self.seqlen < 2:
@@ -37,10 +38,14 @@ class EvalConfig:
             raise WeLoreError(f"token budget must be positive, got {self.tokens}")
         if self.batch_size < 1:
             raise WeLoreError(f"batch_size must be at least 1, got {self.batch_size}")
-        parse_device(self.device, "eval device")
+        placement(self.device, self.weights_dtype, "eval")
 
     def torch_device(self) -> torch.device:
         return parse_device(self.device, "eval device")
+
+    def torch_dtype(self) -> torch.dtype:
+        """The dtype the model's weights are loaded in (auto resolved for the device)."""
+        return placement(self.device, self.weights_dtype, "eval")[1]
 
     def check_budget(self) -> None:
         """The budget holds one window (checked after the model's position limit, which is the likelier mistake

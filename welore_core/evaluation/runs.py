@@ -19,7 +19,7 @@ from ..compression import (CompressionConfig, PlanConfig, RankPlan, SpectraConfi
                            plan_target, read_manifest, save_compressed, target_ranks)
 from ..data import check_corpus, load_corpus, tokenize_corpus, windows_of
 from ..errors import WeLoreError
-from ..models import (ModelSource, check_source_seqlen, count_parameters, load_tokenizer, resolve_model,
+from ..models import (ModelSource, check_source_seqlen, count_parameters, dtype_name, load_tokenizer, resolve_model,
                       source_fingerprint)
 from ..utils import Progress
 from .perplexity import EvalConfig, perplexity
@@ -40,7 +40,8 @@ class Loaded:
 
 def load_for_eval(spec: str | Path | None, device: str = "cpu", config: EvalConfig | None = None) -> Loaded:
     """Resolve a model (plain or compressed folder), its tokenizer and, given `config`, the evaluation
-    tokens — checked before the model is loaded, so bad data fails fast."""
+    tokens — checked before the model is loaded, so bad data fails fast. The weights load in the config's
+    dtype (float32 without a config)."""
     if config is not None:
         check_corpus(config.data)
     source = resolve_model(spec)
@@ -53,7 +54,8 @@ def load_for_eval(spec: str | Path | None, device: str = "cpu", config: EvalConf
     if corpus is not None and config is not None:
         ids = tokenize_corpus(tokenizer, corpus)
         windows_of(ids, config.seqlen, config.tokens)
-    return Loaded(source, load_model(source, device=device), tokenizer, source_fingerprint(source), ids,
+    dtype = config.torch_dtype() if config is not None else torch.float32
+    return Loaded(source, load_model(source, dtype, device), tokenizer, source_fingerprint(source), ids,
                   corpus.digest if corpus is not None else "")
 
 
@@ -69,8 +71,10 @@ def token_ids(loaded: Loaded, config: EvalConfig) -> tuple[np.ndarray, str]:
 
 def eval_identity(fingerprint: str, phash: str, config: EvalConfig, data_hash: str) -> dict[str, Any]:
     """What an evaluation's result depends on: its registry key is the hash of this."""
-    return {"kind": "eval", "fingerprint": fingerprint, "plan_hash": phash, "dataset": config.data,
-            "data_hash": data_hash, "token_budget": config.tokens, "seqlen": config.seqlen}
+    identity = {"kind": "eval", "fingerprint": fingerprint, "plan_hash": phash, "dataset": config.data,
+                "data_hash": data_hash, "token_budget": config.tokens, "seqlen": config.seqlen}
+    dtype = dtype_name(config.torch_dtype())
+    return identity if dtype == "float32" else {**identity, "weights_dtype": dtype}  # float32 keys stay as they were
 
 
 def folder_plan_hash(source: ModelSource) -> str:

@@ -6,14 +6,17 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..data import get_task
 from ..errors import WeLoreError
-from ..utils import parse_device
+from ..models import dtype_name, placement
 from ..utils.schedule import SHAPES
 
 MODES = ("lrc", "nlrc", "full", "lora", "galore")
 SCHEDULERS = SHAPES
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+OPTIMIZERS = ("auto", "fused", "foreach", "loop")  # AdamW implementations (auto: fused on CUDA, foreach elsewhere)
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,11 @@ class FinetuneConfig:
     err: float | None = None  # dense input only: compress to this ERR (LRCs factored) before training
     rankmap: str | None = None  # dense input only: compress with this rank map before training
     save_every: int = 100  # checkpoint every N steps (and at the end, and when cancelled); 0 = only those
-    mixed_precision: str = "no"  # accelerate autocast: "no", "bf16", "fp16"
+    mixed_precision: str = "auto"  # accelerate autocast: auto = the weights' dtype when half, else "no"
     device: str = "auto"  # "auto" (cuda when present), "cpu"; `accelerate launch` places processes itself
+    weights_dtype: str = "auto"  # frozen weights (auto = bfloat16 on a GPU); trainable ones keep float32 masters
+    gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, ~30 % more time
+    optimizer: str = "auto"  # AdamW implementation, see OPTIMIZERS
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -90,7 +96,22 @@ class FinetuneConfig:
             raise WeLoreError(f"save_every must be >= 0, got {self.save_every}")
         if self.mixed_precision not in PRECISIONS:
             raise WeLoreError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
-        parse_device(self.device, "fine-tuning device")
+        if self.optimizer not in OPTIMIZERS:
+            raise WeLoreError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        weights = self.placement()[1]
+        if weights != torch.float32 and self.mixed_precision == "no":
+            raise WeLoreError(f"{dtype_name(weights)} weights train with float32 masters under autocast: use "
+                              "mixed_precision auto (or bf16/fp16), or float32 weights")
+
+    def placement(self) -> tuple[torch.device, torch.dtype]:
+        """(device, dtype of the frozen weights), auto resolved."""
+        return placement(self.device, self.weights_dtype, "fine-tuning")
+
+    def precision(self) -> str:
+        """accelerate's mixed_precision: auto follows half weights (bf16 -> bf16, fp16 -> fp16), else no."""
+        if self.mixed_precision != "auto":
+            return self.mixed_precision
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.placement()[1], "no")
 
     def check_budgets(self) -> None:
         """The evaluation budgets hold a window each (checked after the model's position limit)."""

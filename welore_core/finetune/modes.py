@@ -83,9 +83,14 @@ def prepare_model(model: nn.Module, config: FinetuneConfig) -> Prepared:
     """Freeze / wrap `model` in place for `config.mode`; returns the trainable set and optimizer groups.
 
     For lora the returned `Prepared.model` is the PeftModel wrapping `model` (merge it back with
-    `merge_and_unload()`); every other mode trains `model` itself.
+    `merge_and_unload()`); every other mode trains `model` itself. Trainable parameters are float32 masters
+    whatever the frozen weights are stored in (bfloat16 on a GPU): autocast computes in the weights' dtype.
     """
     mode = config.mode
+    if config.gradient_checkpointing:
+        if not hasattr(model, "gradient_checkpointing_enable"):
+            raise WeLoreError(f"{type(model).__name__} does not support gradient checkpointing")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if mode == "lrc":
         names = lrc_names(model)
         if not names:
@@ -112,6 +117,9 @@ def prepare_model(model: nn.Module, config: FinetuneConfig) -> Prepared:
             warnings.simplefilter("ignore", FutureWarning)
             model = get_peft_model(model, lora)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for p in trainable.values():
+        if p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()  # the master copy the optimizer updates
     if mode == "galore":
         projected = set(block_matrices(model))
         galore = [p for n, p in trainable.items() if n in projected]
@@ -124,13 +132,19 @@ def prepare_model(model: nn.Module, config: FinetuneConfig) -> Prepared:
 
 
 def build_optimizer(prepared: Prepared, config: FinetuneConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; GaLoreAdamW (galore_torch) in galore mode."""
+    """AdamW over the trainable parameters (fused, foreach or a plain loop: `config.optimizer`); GaLoreAdamW
+    (galore_torch) in galore mode."""
     if prepared.mode == "galore":
         from galore_torch import GaLoreAdamW
 
         return GaLoreAdamW(prepared.param_groups, lr=config.lr, weight_decay=config.weight_decay,
                            no_deprecation_warning=True)
-    return torch.optim.AdamW(prepared.param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    kind = config.optimizer
+    if kind == "auto":  # one fused kernel per step on a GPU; multi-tensor ops elsewhere
+        cuda = all(p.device.type == "cuda" for p in prepared.trainable.values())
+        kind = "fused" if cuda else "foreach"
+    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[kind]
+    return torch.optim.AdamW(prepared.param_groups, lr=config.lr, weight_decay=config.weight_decay, **flags)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig) -> torch.optim.lr_scheduler.LambdaLR:

@@ -33,25 +33,26 @@ from .result import FinetuneResult
 VERSION = 1  # of this training loop: part of every run key
 
 
-def _start_model(source: ModelSource, config: FinetuneConfig, tokenizer: Any,
+def _start_model(source: ModelSource, config: FinetuneConfig, tokenizer: Any, device: torch.device,
                  resume_from: Path | None = None) -> tuple[nn.Module, Layout]:
     """The model training starts from and how to write it back like the input: the input itself (a dense one
     compressed first when the config asks, else trained with every layer as an N-LRC), or a checkpoint."""
     dtypes, default = stored_dtypes(source.safetensors_files())
+    dtype = config.placement()[1]
     if source.kind == "compressed" and (config.err is not None or config.rankmap is not None):
         raise WeLoreError(f"{source.path} is already compressed; drop err/rankmap (they compress a dense model)")
     if resume_from is not None:
         folder = resolve_model(resume_from)
         report = read_report(folder.path) if folder.kind == "compressed" else None
-        return load_model(folder), Layout(source, tokenizer, report, dtypes, default)
-    model = load_model(source)
+        return load_model(folder, dtype, device), Layout(source, tokenizer, report, dtypes, default)
+    model = load_model(source, dtype, device)
     if source.kind == "compressed":
         return model, Layout(source, tokenizer, read_report(source.path), dtypes, default)
     if config.err is None and config.rankmap is None:
         return model, Layout(source, tokenizer, None, dtypes, default)
     plan = PlanConfig(err=config.err) if config.err is not None else None
     target = plan_target(source if source.streamable else model, plan=plan, rankmap=config.rankmap)
-    report = compress_to(model, target, CompressionConfig(mode="lrc"))
+    report = compress_to(model, target, CompressionConfig(mode="lrc", device=str(device)))
     return model, Layout(source, tokenizer, report, dtypes, default)
 
 
@@ -69,12 +70,19 @@ def run_identity(source: ModelSource, config: FinetuneConfig, data: TrainData,
 
 
 def _accelerator(config: FinetuneConfig) -> Any:
+    """accelerate's Accelerator for this run. Its state is per process and fixes one precision; a single process
+    (the dashboard's server, a notebook) that runs a second fine-tune in another precision starts it afresh."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
 
+    settings = {"cpu": config.device == "cpu", "mixed_precision": config.precision()}
     try:
-        return Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
-    except ValueError as err:  # accelerate's state is per process: one precision per process
-        raise WeLoreError(f"mixed_precision {config.mixed_precision!r}: {err}") from None
+        return Accelerator(**settings)
+    except ValueError as err:
+        if PartialState().num_processes > 1:  # under `accelerate launch`: every process must agree
+            raise WeLoreError(f"mixed_precision {config.mixed_precision!r}: {err}") from None
+    AcceleratorState._reset_state()
+    return Accelerator(**settings)
 
 
 def _finished(output: Path, key: str) -> FinetuneResult | None:
@@ -123,7 +131,7 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     if resume is not None:
         state = resume[1]
         resume_from = root / LORA_BASE if config.mode == "lora" else resume[0] / "model"
-    model, layout = _start_model(source, config, tokenizer, resume_from)
+    model, layout = _start_model(source, config, tokenizer, accelerator.device, resume_from)
     check_seqlen(model, config.seqlen)
     model.to(accelerator.device)
     if resume is None:

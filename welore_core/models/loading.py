@@ -8,10 +8,14 @@ from ..errors import WeLoreError
 from .build import building
 from .source import ModelSource
 
-def load_pretrained(source: ModelSource, dtype: str = "float32", device: str = "cpu") -> Any:
-    """The causal LM of a plain (not compressed) source, every weight from the checkpoint."""
+def load_pretrained(source: ModelSource, dtype: Any = "float32", device: Any = "cpu") -> Any:
+    """The causal LM of a plain (not compressed) source, every weight from the checkpoint, in `dtype` (a torch
+    dtype or its name) on `device`; off the CPU the weights go straight to the device, with no host copy."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    device = torch.device(device)
 
     if source.config_path is None:
         raise WeLoreError(f"{source.path}: no config.json, so the model cannot be instantiated (spectra still stream)")
@@ -19,8 +23,9 @@ def load_pretrained(source: ModelSource, dtype: str = "float32", device: str = "
         raise WeLoreError(f"{source.path} is a compressed model folder: load it with welore_core.load_model")
     try:
         with building():
-            model, info = AutoModelForCausalLM.from_pretrained(source.path, dtype=getattr(torch, dtype),
-                                                               output_loading_info=True)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source.path, dtype=dtype, output_loading_info=True,
+                **({} if device.type == "cpu" else {"device_map": {"": device}}))
     except Exception as err:
         raise WeLoreError(f"{source.path}: not a causal LM transformers can load ({type(err).__name__}: {err})") from None
     missing = sorted(info.get("missing_keys", []))
