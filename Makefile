@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/bench_ppl.py
 	$(BIN)/python bench/bench_dashboard.py
 	$(BIN)/python bench/bench_finetune.py --err 50 --steps 8
+	$(BIN)/python bench/bench_gpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -42,7 +42,7 @@ def model_picker() -> None:
             st.selectbox("SVD precision", ["float32", "float64"], key="svd_dtype")
             st.selectbox("Method", list(wc.SVD_METHODS), key="svd_method",
                          help="svdvals: LAPACK/cuSOLVER singular values; gram: eigenvalues of the smaller Gram "
-                              "matrix in float64; auto: svdvals on a CPU, gram on a GPU (both within 1e-5 of "
+                              "matrix in float64, batched on a GPU; auto = gram (both within 1e-5 of "
                               "s_max of a float64 SVD)")
 
 

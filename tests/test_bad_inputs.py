@@ -45,7 +45,8 @@ def test_compress_into_a_full_disk_is_one_line_naming_the_folder(lm_dir: Path, t
         raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
                               "\"No space left on device\" })")
 
-    monkeypatch.setattr("welore_core.compression.folder.save_file", full)
+    monkeypatch.setattr(sys.modules["welore_core.compression.folder"], "save_file", full)  # in memory
+    monkeypatch.setattr(sys.modules["welore_core.compression.stream"], "save_file", full)  # streamed
     out = tmp_path / "compressed"
     code, _, err = run(capsys, "compress", str(lm_dir), "--err", "50", "-o", str(out))
     message = one_line(err)

@@ -123,7 +123,7 @@ def test_two_processes_computing_the_same_model_do_not_corrupt_each_other(llama_
     results = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
     assert results[0]["fingerprint"] == results[1]["fingerprint"]
     assert sorted(r["from_cache"] for r in results) in ([0, 21], [0, 0])  # the lock makes the second one read
-    cache = SpectraCache(isolated_cache, results[0]["fingerprint"], "float32-svdvals")
+    cache = SpectraCache(isolated_cache, results[0]["fingerprint"], results[0]["setting"])
     values, notes = cache.load({row["name"]: row["full_rank"] for row in results[0]["per_layer"]})
     assert len(values) == 21 and notes == []
     assert compute_spectra(llama_dir).from_cache == 21

@@ -309,3 +309,59 @@ def test_a_tied_model_loads_tied_while_another_thread_is_building_one(tmp_path: 
     mine.join(30)
     head, embed = loaded[0].get_output_embeddings().weight, loaded[0].get_input_embeddings().weight
     assert head is embed and head.device.type == "cpu"
+
+
+@pytest.mark.parametrize("make, kwargs", [(tiny_llama, {"bias": True}), (tiny_gpt2, {})])
+@pytest.mark.parametrize("mode", ["lrc", "all"])
+def test_streamed_compression_equals_the_in_memory_path(make, kwargs, mode: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from welore_core.compression import compress_streamed, streamable
+
+    model = make(**kwargs)
+    model.save_pretrained(tmp_path / "src", max_shard_size="20KB")  # several shards and an index
+    source = wc.resolve_model(tmp_path / "src")
+    assert len(source.weight_files) > 1 and streamable(source)
+    plan = wc.make_plan(wc.compute_spectra(source), wc.PlanConfig(err=55, min_ratio=0.0 if mode == "all" else 0.5))
+    config = CompressionConfig(mode=mode)
+    reference = make(**kwargs)
+    expected = compress_to(reference, plan, config)
+    save_compressed(reference, tmp_path / "memory", expected)
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the streamed path must not instantiate the model")
+
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", no_model)
+    report = compress_streamed(source, plan, config, tmp_path / "streamed")
+    monkeypatch.undo()
+    assert (report.factored, report.truncated) == (expected.factored, expected.truncated)
+    assert (report.params_before, report.params_after) == (expected.params_before, expected.params_after)
+    assert len(list((tmp_path / "streamed").glob("*.safetensors"))) == len(source.weight_files)
+    x = torch.randint(0, 64, (2, 11))
+    streamed, memory = load_compressed(tmp_path / "streamed"), load_compressed(tmp_path / "memory")
+    assert torch.equal(streamed(x).logits, memory(x).logits)
+
+
+def test_a_checkpoint_with_other_tensor_names_is_not_streamed(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from welore_core.compression import streamable
+
+    model = tiny_llama()
+    model.config.save_pretrained(tmp_path / "base")
+    state = {k.removeprefix("model."): v.contiguous() for k, v in model.state_dict().items()}  # a base-model checkpoint
+    save_file(state, str(tmp_path / "base" / "model.safetensors"))
+    assert not streamable(wc.resolve_model(tmp_path / "base"))
+
+
+def test_layers_fed_the_same_input_share_one_gram_matrix() -> None:
+    model = tiny_llama()
+    names = [l.name for l in wc.discover_layers(model)]
+    batches = [torch.randint(0, 64, (1, 16), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    grams = collect_grams(model, batches, names)
+    assert set(grams) == set(names)
+    q, k, v = (f"model.layers.1.self_attn.{p}_proj" for p in "qkv")
+    assert grams[q] is grams[k] is grams[v]  # one matrix for the three: computed and held once
+    assert grams["model.layers.1.mlp.gate_proj"] is grams["model.layers.1.mlp.up_proj"]
+    assert grams["model.layers.1.self_attn.o_proj"] is not grams[q]
+    alone = collect_grams(model, batches, [k])  # k on its own: the same statistics
+    torch.testing.assert_close(alone[k], grams[k])

@@ -19,7 +19,7 @@ SVD_DTYPES = ("float32", "float64")
 
 def spectra_options(p: argparse.ArgumentParser) -> None:
     option(p, SpectraConfig, "dtype", "SVD precision", choices=SVD_DTYPES)
-    option(p, SpectraConfig, "method", "singular value algorithm (auto: svdvals on a CPU, gram on a GPU)",
+    option(p, SpectraConfig, "method", "singular value algorithm (auto: gram, float64 eigvalsh of the Gram matrix)",
            choices=SVD_METHODS)
     placement_options(p, SpectraConfig)
     option(p, SpectraConfig, "with_head", "also analyse lm_head")

@@ -5,8 +5,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..compression import (STRATEGIES, Calibration, CompressionConfig, PlanConfig, SpectraConfig, calibration_batches,
-                           collect_grams, compress_to, load_model, plan_target, save_compressed, target_ranks)
+import torch
+
+from ..compression import (STRATEGIES, Calibration, CompressionConfig, CompressionReport, PlanConfig, SpectraConfig,
+                           calibration_batches, collect_grams, compress_streamed, compress_to, load_model, plan_target,
+                           save_compressed, streamable, target_ranks)
+from ..compression.folder import check_output
 from ..errors import WeLoreError
 from ..models import dtype_name, load_tokenizer, resolve_model, stored_dtypes
 from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
@@ -37,21 +41,31 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from(CompressionConfig, args, mode="all" if args.all_layers else "lrc")
     plan = config_from(PlanConfig, args) if args.err is not None else None
     source = resolve_model(args.model)
+    check_output(Path(args.output), source.path)  # before any work: -o never replaces a user's folder
+    stored = stored_dtypes(source.safetensors_files())[1]  # bf16 in, bf16 out
+    spectra = SpectraConfig(device=config.device)
+    if calib is None and streamable(source):  # tensor by tensor: never the whole model in memory
+        target = plan_target(source, plan=plan, rankmap=args.rankmap, spectra=spectra, progress=tqdm_progress("spectra"))
+        report = compress_streamed(source, target, config, Path(args.output), tqdm_progress("compress"))
+        return _summary(args, source.label, Path(args.output), report, stored)
     device, dtype = config.placement()
     model = load_model(source, dtype, device)
-    target = plan_target(source if source.streamable else model, plan=plan, rankmap=args.rankmap,
-                         spectra=SpectraConfig(device=config.device), progress=tqdm_progress("spectra"))
+    target = plan_target(source if source.streamable else model, plan=plan, rankmap=args.rankmap, spectra=spectra,
+                         progress=tqdm_progress("spectra"))
     grams = None
     if calib is not None:
         batches, _ = calibration_batches(model, load_tokenizer(source), calib)
         grams = collect_grams(model, batches, list(target_ranks(target)), tqdm_progress("calibration"))
     report = compress_to(model, target, config, grams, tqdm_progress("compress"))
-    stored = stored_dtypes(source.safetensors_files())[1]  # bf16 in, bf16 out
     out = save_compressed(model, Path(args.output), report, source.path, source.label, dtype=stored)
-    dtype_bytes = stored.itemsize
-    before, after = report.bytes(dtype_bytes)
+    return _summary(args, source.label, out, report, stored)
+
+
+def _summary(args: argparse.Namespace, label: str, out: Path, report: CompressionReport,
+             stored: torch.dtype) -> dict[str, Any]:
+    before, after = report.bytes(stored.itemsize)
     if human(args):
-        print(f"{source.label} -> {out} ({report.mode} mode{', ActSVD' if report.act_svd else ''})\n"
+        print(f"{label} -> {out} ({report.mode} mode{', ActSVD' if report.act_svd else ''})\n"
               f"factored {len(report.factored)} layers, truncated {len(report.truncated)}; parameters "
               f"{report.params_before / 1e6:.2f}M -> {report.params_after / 1e6:.2f}M "
               f"({100 * report.params_after / report.params_before:.1f} %), {before / 2**20:.0f} MiB -> "

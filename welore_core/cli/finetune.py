@@ -13,6 +13,7 @@ from typing import Any
 
 from ..data import TASKS
 from ..finetune import MODES, PRECISIONS, SCHEDULERS, FinetuneConfig, run_finetune
+from ..finetune.config import OPTIMIZERS
 from ..models import WEIGHT_DTYPES
 from .common import add_model, add_output, config_from, human, option, tqdm_progress
 
@@ -43,9 +44,11 @@ HELP = {
     "mixed_precision": "accelerate autocast",
     "device": "auto (cuda when present) or cpu",
     "weights_dtype": "dtype of the frozen weights; trainable ones keep float32 masters (auto = bfloat16 on a GPU)",
+    "gradient_checkpointing": "recompute block activations in the backward pass (less memory, more time)",
+    "optimizer": "AdamW implementation (auto: fused on a GPU, foreach elsewhere)",
 }
 CHOICES = {"mode": MODES, "task": sorted(TASKS), "scheduler": SCHEDULERS, "mixed_precision": PRECISIONS,
-           "weights_dtype": WEIGHT_DTYPES}
+           "weights_dtype": WEIGHT_DTYPES, "optimizer": OPTIMIZERS}
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

@@ -6,7 +6,8 @@
 3. `plan`           ranks of every layer and the LRC / N-LRC partition (with the uniform and energy
                     baselines); `summary` tables of a plan; `rankmap` the plan as JSON (+ `schemas/`)
 4. `lowrank`        the low-rank layer W = A·B, A = U_r √S_r, B = √S_r V_rᵀ
-5. `compress`       applies a plan to a model (`compress_to`); `actsvd` the activation-whitened factors
+5. `compress`       applies a plan to a model (`compress_to`); `stream` to a checkpoint, tensor by tensor;
+                    `actsvd` the activation-whitened factors
 6. `folder`         compressed-model folders, saved and loaded back without any SVD
 Fine-tuning the LRCs is `welore_core.finetune`.
 """
@@ -22,6 +23,7 @@ from .plan import (BYTES_PER_PARAM, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanCo
                    err_for_k, make_plan, plan_from_ranks, plan_totals, prepare_scores)
 from .rankmap import (SCHEMA_ID, check_rankmap, custom_rankmap, missing_layers, plan_from_rankmap, rankmap_dict,
                       rankmap_schema, read_rankmap, save_rankmap)
+from .stream import compress_streamed, streamable
 from .spectra import Spectra, SpectraConfig, compute_spectra, effective_rank, singular_values, stable_rank
 from .summary import plan_by_type, plan_grid, spectra_by_type
 from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper_threshold, rank_at_k,
@@ -30,11 +32,11 @@ from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper
 __all__ = ["BYTES_PER_PARAM", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
            "Calibration", "CompressionConfig", "CompressionReport", "LayerPlan", "LayerTarget", "LowRankLinear",
            "PlanConfig", "PlanTotals", "RankPlan", "Scores", "Spectra", "SpectraConfig", "Target",
-           "calibration_batches", "check_rankmap", "collect_grams", "compress_to", "compute_spectra", "count_below",
+           "calibration_batches", "check_rankmap", "collect_grams", "compress_streamed", "compress_to", "compute_spectra", "count_below",
            "custom_rankmap", "effective_rank", "err_for_k", "factor_layer", "is_compressed_folder", "kept_rank",
            "layer_targets", "load_compressed", "load_model", "make_plan", "missing_layers", "normalize",
            "paper_threshold", "plan_by_type", "plan_from_rankmap", "plan_from_ranks", "plan_grid", "plan_target",
            "plan_totals", "prepare_scores", "rank_at_k", "rankmap_dict", "rankmap_schema", "read_manifest",
            "read_report", "read_rankmap", "save_compressed", "save_rankmap", "singular_values", "solve_threshold",
-           "solve_threshold_below", "spectra_by_type", "stable_rank", "svd_factors", "target_ranks",
+           "solve_threshold_below", "spectra_by_type", "stable_rank", "streamable", "svd_factors", "target_ranks",
            "truncate_layer", "truncate_weight", "whitened_factors"]

@@ -7,6 +7,7 @@ pre-hooks in one pass.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,17 +51,29 @@ def calibration_batches(model: nn.Module, tokenizer: Any, calib: Calibration) ->
 def collect_grams(model: nn.Module, batches: list[torch.Tensor], names: list[str],
                   progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """XᵀX / tokens (in, in): second moments of the inputs reaching each named layer over calibration
-    batches of token ids (averaged, so the A/B balance does not depend on how much data was used)."""
+    batches of token ids (averaged, so the A/B balance does not depend on how much data was used).
+
+    Collected where the model is (on the GPU for a model there). Layers fed the very same input tensor
+    (q, k and v after one norm; gate and up) share one matrix: computed once, stored once.
+    """
     grams: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    alias: dict[str, str] = {}  # layer -> the layer whose input (and so Gram matrix) it shares
+    seen: dict[int, tuple[weakref.ref[torch.Tensor], str]] = {}  # id of an input in this forward -> first layer
     hooks = []
 
     def hook_for(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(torch.float32)  # (tokens, in)
-            g = x.T @ x
+            x = inputs[0]
+            first = seen.get(id(x))
+            if first is not None and first[0]() is x:  # the same tensor object, alive: the same statistics
+                alias.setdefault(name, first[1])
+                return
+            seen[id(x)] = (weakref.ref(x), name)
+            flat = x.detach().reshape(-1, x.shape[-1]).to(torch.float32)  # (tokens, in)
+            g = flat.T @ flat
             grams[name] = grams[name] + g if name in grams else g
-            counts[name] = counts.get(name, 0) + x.shape[0]
+            counts[name] = counts.get(name, 0) + flat.shape[0]
         return hook
 
     for name in names:
@@ -70,13 +83,15 @@ def collect_grams(model: nn.Module, batches: list[torch.Tensor], names: list[str
         device = next(model.parameters()).device
         with torch.inference_mode():
             for i, batch in enumerate(batches, 1):
+                seen.clear()
                 model(input_ids=batch.to(device), use_cache=False)
                 if progress:
                     progress(i, len(batches), "calibration")
     finally:
         for h in hooks:
             h.remove()
-    return {name: g / counts[name] for name, g in grams.items()}
+    out = {name: g / counts[name] for name, g in grams.items()}
+    return {**out, **{name: out[first] for name, first in alias.items() if first in out}}
 
 
 def whitened_factors(weight: torch.Tensor, rank: int, gram: torch.Tensor, damp: float,

@@ -96,10 +96,9 @@ def target_ranks(target: Target) -> dict[str, int]:
     return {str(k): int(v) for k, v in target.items()}
 
 
-def layer_targets(model: nn.Module, target: Target) -> tuple[list[LayerTarget], dict[str, Any]]:
-    """The layers a target changes, checked against `model` (every problem at once), and the target as a
-    rank map dict."""
-    layers = discover_layers(model, with_head=True)
+def layer_targets(layers: list[LayerInfo], target: Target, owner_name: str) -> tuple[list[LayerTarget], dict[str, Any]]:
+    """The layers a target changes, checked against a model's `layers` (every problem at once), and the target
+    as a rank map dict."""
     known = {l.name: l for l in layers}
     if isinstance(target, RankPlan):
         entries = [(l.name, l.rank, l.lrc, l.shape) for l in target.layers]
@@ -112,7 +111,7 @@ def layer_targets(model: nn.Module, target: Target) -> tuple[list[LayerTarget], 
         owner, problems = data["model"], check_rankmap(data, layers)
         entries = [(e["name"], int(e["rank"]), bool(e["lrc"]), tuple(e["shape"])) for e in data["layers"]]
     else:
-        owner = type(model).__name__
+        owner = owner_name
         problems = [f"layer {n}: " + ("unknown layer" if n not in known else f"rank {r!r} out of range [1, "
                                       f"{known[n].full_rank}]")
                     for n, r in target.items()
@@ -130,7 +129,7 @@ def compress_to(model: nn.Module, target: Target, config: CompressionConfig | No
     """Replace layers of `model` in place according to `target` (see the module docstring)."""
     config = config or CompressionConfig()
     start = time.perf_counter()
-    todo, data = layer_targets(model, target)
+    todo, data = layer_targets(discover_layers(model, with_head=True), target, type(model).__name__)
     if config.act_svd and grams is None:
         raise WeLoreError("act_svd needs calibration statistics: pass grams=collect_grams(model, batches, names)")
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -172,13 +171,20 @@ def _factors(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None,
              config: CompressionConfig) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     module = model.get_submodule(name)
     weight = _dense_weight(module, name)  # (out, in), in the model's dtype and on its device
+    return (module, weight, *factors_of(weight, rank, gram, config))
+
+
+def factors_of(weight: torch.Tensor, rank: int, gram: torch.Tensor | None,
+               config: CompressionConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (out, r) and B (r, in) of `weight` (out, in): computed on the config's device in svd_dtype (one layer
+    at a time, whatever the stored dtype), returned in the weight's dtype and on its device."""
     dtype = getattr(torch, config.svd_dtype)
-    work = config.placement()[0]  # the SVD runs here, one layer at a time, upcast to svd_dtype
+    work = config.placement()[0]
     if gram is not None:
         a, b = whitened_factors(weight.to(work), rank, gram.to(work), config.damp, dtype)
     else:
         a, b = svd_factors(weight.to(work), rank, dtype)
-    return module, weight, a.to(weight.device, weight.dtype), b.to(weight.device, weight.dtype)
+    return a.to(weight.device, weight.dtype), b.to(weight.device, weight.dtype)
 
 
 def factor_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None = None,

@@ -66,10 +66,7 @@ def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, s
     `-o` can never wipe a user's folder or the source model.
     """
     folder = Path(folder)
-    if folder.exists() and not (folder.is_dir() and is_compressed_folder(folder)):
-        raise WeLoreError(f"output {folder} exists and is not a compressed model folder; choose a new path")
-    if source_folder is not None and folder.resolve() == Path(source_folder).resolve():
-        raise WeLoreError(f"output {folder} is the source model's folder; choose a new path")
+    check_output(folder, source_folder)
     tensors = _unique_tensors(model)
     if dtype is not None:  # the input's stored dtype: bf16 in, bf16 out, whatever the model was computed in
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -79,18 +76,32 @@ def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, s
         model.config.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
-        if source_folder is not None:
-            for name in _TOKENIZER_FILES:
-                if (source_folder / name).is_file() and not (tmp / name).exists():
-                    shutil.copy2(source_folder / name, tmp / name)
-        rankmap = report.rankmap
-        atomic_write_text(tmp / "rankmap.json", json.dumps(rankmap, indent=1) + "\n")
-        manifest = {"format": FORMAT, "base_model": base_model or rankmap.get("model", ""),
-                    "base_fingerprint": rankmap.get("fingerprint", ""), "mode": report.mode, "act_svd": report.act_svd,
-                    "factored": report.factored, "truncated": report.truncated,
-                    "params_before": report.params_before, "params_after": count_parameters(model)}
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        report.params_after = count_parameters(model)
+        write_metadata(tmp, report, source_folder, base_model)
     return folder
+
+
+def check_output(folder: Path, source_folder: Path | None) -> None:
+    """`-o` may be new or a compressed folder (replaced); never a user's folder or the source model."""
+    if folder.exists() and not (folder.is_dir() and is_compressed_folder(folder)):
+        raise WeLoreError(f"output {folder} exists and is not a compressed model folder; choose a new path")
+    if source_folder is not None and folder.resolve() == Path(source_folder).resolve():
+        raise WeLoreError(f"output {folder} is the source model's folder; choose a new path")
+
+
+def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | None, base_model: str) -> None:
+    """Tokenizer files of the source, the rank map applied and the manifest, beside the weights in `tmp`."""
+    if source_folder is not None:
+        for name in _TOKENIZER_FILES:
+            if (source_folder / name).is_file() and not (tmp / name).exists():
+                shutil.copy2(source_folder / name, tmp / name)
+    rankmap = report.rankmap
+    atomic_write_text(tmp / "rankmap.json", json.dumps(rankmap, indent=1) + "\n")
+    manifest = {"format": FORMAT, "base_model": base_model or rankmap.get("model", ""),
+                "base_fingerprint": rankmap.get("fingerprint", ""), "mode": report.mode, "act_svd": report.act_svd,
+                "factored": report.factored, "truncated": report.truncated,
+                "params_before": report.params_before, "params_after": report.params_after}
+    atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 def _unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -158,7 +169,7 @@ def load_compressed(folder: Path, dtype: str | torch.dtype = "float32", device: 
     state: dict[str, torch.Tensor] = {}
     try:
         for file in files:
-            for key, value in load_file(str(file), device=str(device)).items():
+            for key, value in load_file(str(file), device="cpu" if device.type == "cpu" else str(device)).items():
                 state[key] = value.to(dtype) if value.is_floating_point() else value
         result = model.load_state_dict(state, strict=False, assign=True)
     except (OSError, RuntimeError, SafetensorError) as err:  # damaged file, or ranks that do not match the tensors

@@ -5,9 +5,10 @@ Two methods, chosen per device by `auto`:
             float32 is within ~1e-6 * s_max (backward stable: error ~ eps32 * s_max * small factor).
   gram    — eigenvalues of the smaller Gram matrix WᵀW in float64: s_i = sqrt(λ_i). Squaring costs relative
             accuracy only in the smallest values, and |Δs| <= sqrt(|Δλ|) ~ sqrt(n eps64) * s_max ≈ 1e-7 * s_max.
-On a CPU, `auto` is svdvals on a pool of single-threaded workers (one per core: small matrices do not keep
-several LAPACK threads busy, several matrices at once do; 2x on two cores). On a GPU it is gram, batched over
-same-shape matrices (cuSOLVER's SVD is slow; one batched eigvalsh of 8 Gram matrices is not).
+`auto` is gram everywhere: more accurate than float32 svdvals, and faster — on a GPU batched over same-shape
+matrices (cuSOLVER's SVD is slow; one batched eigvalsh of 8 Gram matrices is not), on a CPU on a pool of
+single-threaded workers (one per core: small matrices do not keep several LAPACK threads busy, several
+matrices at once do; 2x on two cores). bench/bench_spectra.py and bench/bench_gpu.py measure both.
 Whatever the stored dtype (bfloat16 included), each matrix is upcast on its own, never the whole model.
 """
 from __future__ import annotations
@@ -27,12 +28,10 @@ K = TypeVar("K", bound=Hashable)
 
 
 def resolve_method(method: str, device: torch.device) -> str:
-    """The concrete method `auto` stands for on `device`."""
+    """The concrete method `auto` stands for (on any `device`: see the module docstring)."""
     if method not in METHODS:
         raise WeLoreError(f"spectra method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method == "auto":
-        return "gram" if device.type == "cuda" else "svdvals"
-    return method
+    return "gram" if method == "auto" else method
 
 
 def _tall(w: torch.Tensor) -> torch.Tensor:

@@ -160,10 +160,13 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def example_batch(encoded: list[tuple[list[int], list[int]]], batch_size: int, pad: int, seed: int, step: int,
-                  process: int = 0) -> dict[str, torch.Tensor]:
-    """A right-padded batch of examples for optimizer step `step`, drawn by (seed, step, process)."""
-    rng = np.random.default_rng([seed, step, process])
-    picks = rng.choice(len(encoded), size=batch_size, replace=len(encoded) < batch_size)
+                  process: int = 0, processes: int = 1) -> dict[str, torch.Tensor]:
+    """Process `process`'s right-padded share of the global batch of step `step` (batch_size x processes
+    examples drawn by (seed, step): data parallel trains on what one process with the whole batch would)."""
+    rng = np.random.default_rng([seed, step, 0])
+    total = batch_size * processes
+    picks = rng.choice(len(encoded), size=total, replace=len(encoded) < total)[process * batch_size:
+                                                                             (process + 1) * batch_size]
     width = max(len(encoded[i][0]) for i in picks)
     ids = torch.full((batch_size, width), pad, dtype=torch.long)  # (B, T)
     labels = torch.full((batch_size, width), IGNORE, dtype=torch.long)

@@ -35,12 +35,15 @@ class TrainData:
     evals: list[ds.Example] = field(default_factory=list)
     pad: int = 0
 
-    def batch(self, config: FinetuneConfig, index: int, process: int) -> dict[str, torch.Tensor]:
-        """Micro-batch `index` of process `process`: the same for the same (seed, index, process)."""
+    def batch(self, config: FinetuneConfig, index: int, process: int = 0, processes: int = 1) -> dict[str, torch.Tensor]:
+        """Process `process`'s share of global micro-batch `index`: the global batch (batch_size x processes rows)
+        is drawn by (seed, index), so N processes train on exactly the rows one process with N x batch_size
+        would, and one process draws what it always did."""
+        rows = slice(process * config.batch_size, (process + 1) * config.batch_size)
         if self.text is not None:
-            x = sample_windows(self.text.train, config.seqlen, config.batch_size, [config.seed, index, process])
-            return {"input_ids": x, "labels": x}
-        return ds.example_batch(self.train, config.batch_size, self.pad, config.seed, index, process)
+            x = sample_windows(self.text.train, config.seqlen, config.batch_size * processes, [config.seed, index, 0])
+            return {"input_ids": x[rows], "labels": x[rows]}
+        return ds.example_batch(self.train, config.batch_size, self.pad, config.seed, index, process, processes)
 
 
 def load_data(tokenizer: Any, config: FinetuneConfig) -> TrainData:

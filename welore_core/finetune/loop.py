@@ -1,8 +1,8 @@
 """The training loop of a fine-tuning run: an `accelerate.Accelerator` loop over one prepared model.
 
-Under `accelerate launch` the same code runs once per process (DDP): each process draws its own batches
-(seeded by process index), the loss is averaged across processes, and only the main process writes
-checkpoints. Memory is measured over the loop only: CUDA max allocated on GPU; on CPU the process's peak
+Under `accelerate launch` the same code runs once per process (DDP): each process trains on its share of
+the global batch (so N processes follow one process with N times the batch), gradients and the reported
+loss are averaged across processes, and only the main process writes checkpoints. Memory is measured over the loop only: CUDA max allocated on GPU; on CPU the process's peak
 RSS (VmHWM), reset before the first step through /proc/self/clear_refs where the kernel allows it.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .modes import Prepared, build_optimizer, build_scheduler, prepare_model, st
 
 
 class Batches(Protocol):
-    def batch(self, config: FinetuneConfig, index: int, process: int) -> dict[str, torch.Tensor]: ...
+    def batch(self, config: FinetuneConfig, index: int, process: int = 0, processes: int = 1) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Session:
         loss_sum, tokens = 0.0, 0
         for micro in range(config.grad_accum):
             batch = {k: v.to(acc.device) for k, v in
-                     data.batch(config, step * config.grad_accum + micro, acc.process_index).items()}
+                     data.batch(config, step * config.grad_accum + micro, acc.process_index, acc.num_processes).items()}
             last = micro == config.grad_accum - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.model):  # sync gradients once per step
                 loss = self.model(**batch, use_cache=False).loss / config.grad_accum
