@@ -156,3 +156,32 @@ def test_gradient_checkpointing_and_optimizer_kinds_change_no_result(tmp_path: P
         result = wc.run_finetune(folder, wc.FinetuneConfig(**base, **extra), tmp_path / f"out{i}")  # type: ignore[arg-type]
         curves.append([loss for _, loss in result.loss_curve])
     assert np.allclose(curves[0], curves[1], rtol=1e-5) and np.allclose(curves[0], curves[2], rtol=1e-5)
+
+
+def test_prefetch_keeps_order_and_raises_a_reading_error_in_place() -> None:
+    from welore_core.compression.svd import prefetch
+
+    assert list(prefetch(iter(range(20)), 3)) == list(range(20))
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield 1
+        raise wc.WeLoreError("shard 2: cannot read weights")
+
+    got = []
+    with pytest.raises(wc.WeLoreError, match="shard 2"):
+        for item in prefetch(broken(), 2):
+            got.append(item)
+    assert got == [1]
+    first = next(iter(prefetch(iter(range(1000)), 2)))  # abandoned early: the reader thread stops
+    assert first == 0
+
+
+def test_the_gpus_batched_gram_path_groups_by_shape_and_matches_one_by_one() -> None:
+    from welore_core.compression.svd import _batched  # the GPU's path, run here on the CPU
+
+    items = [(f"m{i}", _power_law(*shape, 1.0, seed=i)[0]) for i, shape in
+             enumerate([(40, 24), (24, 40), (40, 24), (32, 32), (40, 24), (24, 40), (40, 24)])]
+    batched = dict(_batched(items, "float32", torch.device("cpu"), batch=2))
+    assert set(batched) == {k for k, _ in items}
+    for key, w in items:
+        np.testing.assert_allclose(batched[key], values_of(w, "float32", "gram", torch.device("cpu")), rtol=1e-5, atol=1e-6)

@@ -13,8 +13,10 @@ Whatever the stored dtype (bfloat16 included), each matrix is upcast on its own,
 """
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
+from queue import Empty, Queue
 from typing import Hashable, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -25,6 +27,7 @@ from ..errors import WeLoreError
 METHODS = ("auto", "svdvals", "gram")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 def resolve_method(method: str, device: torch.device) -> str:
@@ -64,7 +67,7 @@ def stream_values(items: Iterable[tuple[K, torch.Tensor]], dtype: str, method: s
     """
     method = resolve_method(method, device)
     if device.type == "cuda" and method == "gram":
-        yield from _batched(items, dtype, device, batch)
+        yield from _batched(prefetch(items, 2 * batch), dtype, device, batch)
         return
     workers = workers or torch.get_num_threads()
     if workers <= 1:
@@ -84,6 +87,41 @@ def stream_values(items: Iterable[tuple[K, torch.Tensor]], dtype: str, method: s
                 yield future.result()
     finally:
         torch.set_num_threads(before)
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """The items of `items`, read by a background thread up to `depth` ahead (safetensors reads overlap the
+    device's work); an error while reading is raised here, in order."""
+    queue: Queue[tuple[bool, object]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                queue.put((True, item))
+            queue.put((False, None))
+        except BaseException as err:  # handed to the consumer, which raises it
+            queue.put((False, err))
+
+    thread = threading.Thread(target=read, name="welore-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if isinstance(item, BaseException):
+                    raise item
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                queue.get_nowait()
+            except Empty:
+                thread.join(0.01)
 
 
 def _guarded(key: object, weight: torch.Tensor, dtype: str, method: str, device: torch.device) -> np.ndarray:
