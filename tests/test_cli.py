@@ -46,9 +46,9 @@ def test_plan_writes_a_rank_map_and_prints_a_summary(llama_dir: Path, tmp_path: 
 
 @pytest.mark.parametrize("argv, message", [
     (["spectra", "/no/such/model"], "no such file or folder"),
-    (["plan", "{model}"], "plan needs --err PCT or --k K"),
+    (["plan", "{model}"], "plan needs --err PCT, --k K, --params PCT or --size MiB"),
     (["plan", "{model}", "--err", "120"], "err is a percentage in [0, 100), got 120.0"),
-    (["plan", "{model}", "--err", "20", "--k", "0.2"], "exactly one of err and k"),
+    (["plan", "{model}", "--err", "20", "--k", "0.2"], "exactly one of err, k, params and size_mib"),
     (["validate", "/no/such.json", "{model}"], "rank map /no/such.json: cannot read"),
 ])
 def test_errors_are_one_line_and_exit_non_zero(argv: list[str], message: str, llama_dir: Path,
@@ -114,7 +114,7 @@ def test_sweep_and_sensitivity_write_their_reports(lm_dir: Path, corpus_file: Pa
 @pytest.mark.parametrize("argv, message", [
     (["eval", "{model}", "--data", "nothing.txt"], "data 'nothing.txt': no such file, and not one of wikitext2, c4"),
     (["eval", "{model}", "--data", "{corpus}", "--seqlen", "100000"], "longer than the model's 64 positions"),
-    (["compress", "{model}", "-o", "/tmp/x"], "exactly one of --rankmap FILE or --err PCT"),
+    (["compress", "{model}", "-o", "/tmp/x"], "exactly one of --rankmap FILE, --err PCT, --params PCT or --size MiB"),
     (["compress", "{model}", "--err", "30", "--act-svd", "-o", "/tmp/x"], "--act-svd needs --calib"),
     (["sweep", "{model}", "--errs", "ten", "--data", "{corpus}"], "--errs must be comma-separated"),
 ])

@@ -235,7 +235,7 @@ def test_cli_prints_the_result_json_last(compressed_dir: Path, corpus_file: Path
     (["--mode", "lorra"], "argument --mode: invalid choice: 'lorra' (choose from 'lrc', 'nlrc', 'full', 'lora', 'galore')"),
     (["--data", "/no/such.txt"], "data '/no/such.txt': no such file"),
     (["--steps", "0"], "steps must be a positive integer, got 0"),
-    (["--err", "50"], "is already compressed; drop err/rankmap"),
+    (["--err", "50"], "is already compressed; drop err/params/rankmap"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(argv: list[str], message: str, compressed_dir: Path, corpus_file: Path,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -141,8 +141,8 @@ def test_ranks_never_drop_below_one_and_plan_from_ranks_validates() -> None:
 def test_paper_search_mode_reproduces_a_grid_k() -> None:
     plan = make_plan(synthetic(6, SHAPES), PlanConfig(err=30, search="paper"))
     assert plan.k is not None and abs(plan.k / 0.005 - round(plan.k / 0.005)) < 1e-9
-    with pytest.raises(WeLoreError, match="welore strategy only"):
-        make_plan(synthetic(6, SHAPES), PlanConfig(strategy="energy", err=30, search="paper"))
+    with pytest.raises(WeLoreError, match="defined for the welore strategy with a target ERR"):
+        PlanConfig(strategy="energy", err=30, search="paper")
 
 
 def test_scores_are_reusable_across_slider_moves() -> None:
@@ -155,8 +155,11 @@ def test_scores_are_reusable_across_slider_moves() -> None:
 @pytest.mark.parametrize("kwargs, message", [
     ({"strategy": "random"}, "strategy"),
     ({"err": 100.0}, r"\[0, 100\)"),
-    ({"err": None, "k": None}, "exactly one"),
-    ({"err": 10.0, "k": 0.1}, "exactly one"),
+    ({"err": 10.0, "k": 0.1}, "exactly one of err, k, params and size_mib"),
+    ({"params": 10.0, "size_mib": 100.0}, "exactly one of err, k, params and size_mib"),
+    ({"params": 100.0}, "params is a percentage of parameters removed"),
+    ({"size_mib": 0.0}, "size_mib must be positive"),
+    ({"strategy": "greedy", "k": 0.2}, "greedy strategy has no threshold k"),
     ({"err": None, "k": 1.5}, r"k must be in \[0, 1\]"),
     ({"min_ratio": -0.1}, "min_ratio"),
     ({"normalization": "l2"}, "normalization"),

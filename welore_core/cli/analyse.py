@@ -11,8 +11,11 @@ from ..compression import (NORMALIZATIONS, STRATEGIES, PlanConfig, Spectra, Spec
                            read_rankmap, save_rankmap, spectra_by_type)
 from ..compression.svd import METHODS as SVD_METHODS
 from ..errors import WeLoreError
-from ..models import resolve_model
+from ..compression import load_model
+from ..models import placement, resolve_model
 from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
+from .planning import (calibration, calibration_options, greedy_weights, has_target, needs_calibration,
+                       planning_basis, target_options)
 
 SVD_DTYPES = ("float32", "float64")
 
@@ -56,26 +59,32 @@ def cmd_spectra(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plan_options(p: argparse.ArgumentParser) -> None:
-    option(p, PlanConfig, "strategy", "rank allocation strategy", choices=STRATEGIES)
     option(p, PlanConfig, "min_ratio", "reduction above which a layer is an LRC")
     option(p, PlanConfig, "normalization", "per-layer normalisation of the spectrum", choices=NORMALIZATIONS)
     option(p, PlanConfig, "search", "exact k, or the paper's 0.005 grid", choices=("exact", "paper"))
 
 
 def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
-    if args.err is None and args.k is None:
-        raise WeLoreError("plan needs --err PCT or --k K")
+    if not has_target(args):
+        raise WeLoreError("plan needs --err PCT, --k K, --params PCT or --size MiB")
     config = config_from(PlanConfig, args)
+    calibration(args, needed=needs_calibration(args))  # refused before any work when --calib is missing
     spectra = load_spectra(args)
-    plan = make_plan(spectra, config)
+    if needs_calibration(args):  # the data-aware strategies plan on σ(W L) of the loaded model
+        source = resolve_model(args.model)
+        device, dtype = placement(args.device, args.weights_dtype)
+        spectra = planning_basis(args, source, load_model(source, dtype, device))[0] or spectra
+    plan = make_plan(spectra, config, weights=greedy_weights(args, spectra.layers))
     if args.output:
         save_rankmap(plan, Path(args.output))
     t = plan.totals
     if human(args):
         target = f"target ERR {plan.target_err:g} %, " if plan.target_err is not None else ""
         print(f"model        {plan.model} ({spectra.fingerprint[:16]})\n"
-              f"plan         {config.strategy}, {config.normalization}, k = {plan.k:.6g}, {target}"
-              f"achieved ERR {plan.achieved_err:.2f} %\n"
+              f"plan         {config.strategy}, {config.normalization}, k = "
+              f"{'-' if plan.k is None else format(plan.k, '.6g')}, {target}achieved ERR {plan.achieved_err:.2f} %, "
+              f"{t.params_removed_pct:.2f} % of the layers' parameters removed when every layer is stored the "
+              "smaller way\n"
               f"partition    {t.lrc} LRC / {t.nlrc} N-LRC (reduction > {config.min_ratio:g})\n"
               f"parameters   {t.params_dense / 1e6:.2f}M dense -> {t.params_compressed / 1e6:.2f}M "
               f"({100 * t.param_ratio:.1f} %), trainable LRC {t.trainable_params / 1e6:.2f}M\n"
@@ -127,9 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("plan", help="allocate per-layer ranks and optionally write a rank map")
     add_model(p)
     spectra_options(p)
-    option(p, PlanConfig, "err", "target effective rank reduction in percent (30 = 30 %)", default=None)
-    option(p, PlanConfig, "k", "plan at this threshold instead of a target ERR")
+    target_options(p, k=True)
     plan_options(p)
+    calibration_options(p, act_svd=False)
     p.add_argument("-o", "--output", help="write the rank map JSON here")
     add_output(p)
     p.set_defaults(run=cmd_plan)

@@ -1,4 +1,5 @@
-"""`welore compress`: apply a rank map (or a fresh plan) to a model and save a compressed model folder."""
+"""`welore compress`: apply a rank map (or a fresh plan) to a model and save a compressed model folder, and
+optionally fine-tune it right away (`--then-finetune lrc`) to recover what the compression cost."""
 from __future__ import annotations
 
 import argparse
@@ -7,58 +8,79 @@ from typing import Any
 
 import torch
 
-from ..compression import (STRATEGIES, Calibration, CompressionConfig, CompressionReport, PlanConfig, SpectraConfig,
-                           calibration_batches, collect_grams, compress_streamed, compress_to, load_model, plan_target,
-                           save_compressed, streamable, target_ranks)
+from ..compression import (CompressionConfig, CompressionReport, PlanConfig, SpectraConfig, calibration_batches,
+                           collect_grams, compress_streamed, compress_to, load_model, plan_target, save_compressed,
+                           streamable, target_ranks)
 from ..compression.folder import check_output
 from ..errors import WeLoreError
-from ..models import dtype_name, load_tokenizer, resolve_model, stored_dtypes
-from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
-
-
-def calibration_options(p: argparse.ArgumentParser, sizes: bool = True) -> None:
-    option(p, CompressionConfig, "act_svd", "activation-whitened SVD (SVD-LLM) instead of weight SVD")
-    p.add_argument("--calib", help="calibration text for ActSVD: a file, wikitext2, tinyshakespeare or hub:NAME")
-    if sizes:
-        option(p, Calibration, "samples", "calibration windows", flag="--calib-samples")
-        option(p, Calibration, "seqlen", "tokens per calibration window", flag="--calib-seqlen")
-
-
-def calibration(args: argparse.Namespace) -> Calibration | None:
-    """The Calibration of the options (None without --act-svd); --act-svd without --calib is refused."""
-    if not args.act_svd:
-        return None
-    if not args.calib:
-        raise WeLoreError("--act-svd needs --calib PATH (a text file for activation statistics)")
-    sizes = {"samples": args.samples, "seqlen": args.seqlen} if hasattr(args, "samples") else {}
-    return Calibration(args.calib, **sizes)
+from ..finetune import MODES, FinetuneConfig, run_finetune
+from ..models import discover_layers, dtype_name, load_tokenizer, resolve_model, stored_dtypes
+from .common import add_model, add_output, config_from, human, placement_options, tqdm_progress
+from .planning import (budgeted, calibration, calibration_options, greedy_weights, has_target, needs_calibration,
+                       planning_basis, target_options)
 
 
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
-    if (args.rankmap is None) == (args.err is None):
-        raise WeLoreError("compress needs exactly one of --rankmap FILE or --err PCT")
-    calib = calibration(args)
-    config = config_from(CompressionConfig, args, mode="all" if args.all_layers else "lrc")
-    plan = config_from(PlanConfig, args) if args.err is not None else None
+    if (args.rankmap is None) == (not has_target(args)):
+        raise WeLoreError("compress needs exactly one of --rankmap FILE, --err PCT, --params PCT or --size MiB")
+    calib = calibration(args, needed=bool(not args.rankmap and needs_calibration(args)))
+    mode = "all" if args.all_layers or (not args.rankmap and budgeted(args)) else "lrc"  # budgets count every layer
+    config = config_from(CompressionConfig, args, mode=mode)
+    plan = config_from(PlanConfig, args) if not args.rankmap else None
+    recover = _recovery(args)
     source = resolve_model(args.model)
     check_output(Path(args.output), source.path)  # before any work: -o never replaces a user's folder
     stored = stored_dtypes(source.safetensors_files())[1]  # bf16 in, bf16 out
     spectra = SpectraConfig(device=config.device)
     if calib is None and streamable(source):  # tensor by tensor: never the whole model in memory
-        target = plan_target(source, plan=plan, rankmap=args.rankmap, spectra=spectra, progress=tqdm_progress("spectra"))
+        weights = greedy_weights(args, _layers_of(source)) if plan is not None else None
+        target = plan_target(source, plan=plan, rankmap=args.rankmap, spectra=spectra, weights=weights,
+                             progress=tqdm_progress("spectra"))
         report = compress_streamed(source, target, config, Path(args.output), tqdm_progress("compress"))
-        return _summary(args, source.label, Path(args.output), report, stored)
-    device, dtype = config.placement()
-    model = load_model(source, dtype, device)
-    target = plan_target(source if source.streamable else model, plan=plan, rankmap=args.rankmap, spectra=spectra,
-                         progress=tqdm_progress("spectra"))
-    grams = None
-    if calib is not None:
-        batches, _ = calibration_batches(model, load_tokenizer(source), calib)
-        grams = collect_grams(model, batches, list(target_ranks(target)), tqdm_progress("calibration"))
-    report = compress_to(model, target, config, grams, tqdm_progress("compress"))
-    out = save_compressed(model, Path(args.output), report, source.path, source.label, dtype=stored)
-    return _summary(args, source.label, out, report, stored)
+    else:
+        device, dtype = config.placement()
+        model = load_model(source, dtype, device)
+        basis, grams, _ = planning_basis(args, source, model) if plan is not None else (None, None, "")
+        weights = greedy_weights(args, discover_layers(model)) if plan is not None else None
+        target = plan_target(source if source.streamable else model, plan=plan, rankmap=args.rankmap, spectra=spectra,
+                             basis=basis, weights=weights, progress=tqdm_progress("spectra"))
+        if config.act_svd and grams is None:
+            assert calib is not None
+            batches, _ = calibration_batches(model, load_tokenizer(source), calib)
+            grams = collect_grams(model, batches, list(target_ranks(target)), tqdm_progress("calibration"))
+        report = compress_to(model, target, config, grams if config.act_svd else None, tqdm_progress("compress"))
+        save_compressed(model, Path(args.output), report, source.path, source.label, dtype=stored)
+    result = _summary(args, source.label, Path(args.output), report, stored)
+    if recover is not None:
+        tuned = run_finetune(args.output, recover, Path(f"{args.output}-{recover.mode}"),
+                             tqdm_progress(f"finetune {recover.mode}"))
+        result["finetuned"] = {k: getattr(tuned, k) for k in ("output", "mode", "steps", "heldout_ppl_before",
+                                                              "heldout_ppl_after", "wikitext_ppl_before",
+                                                              "wikitext_ppl_after", "tokens_per_s")}
+        if human(args):
+            print(f"fine-tuned   {tuned.mode}, {tuned.steps} steps -> {tuned.output}: held-out PPL "
+                  f"{tuned.heldout_ppl_before:.3f} -> {tuned.heldout_ppl_after:.3f}"
+                  + (f", WikiText-2 PPL {tuned.wikitext_ppl_before:.3f} -> {tuned.wikitext_ppl_after:.3f}"
+                     if tuned.wikitext_ppl_after is not None else ""))
+    return result
+
+
+def _layers_of(source: Any) -> list[Any]:
+    from ..models import source_layers, tensor_index
+
+    return [l for l in source_layers(source, tensor_index(source.weight_files))[0] if l.block >= 0]
+
+
+def _recovery(args: argparse.Namespace) -> FinetuneConfig | None:
+    """The fine-tuning run of --then-finetune (checked before any compression work)."""
+    if not args.then_finetune:
+        return None
+    if not args.ft_data:
+        raise WeLoreError("--then-finetune needs --ft-data PATH (the text to recover on; never the evaluation text)")
+    return FinetuneConfig(mode=args.then_finetune, data=args.ft_data, steps=args.ft_steps, seqlen=args.ft_seqlen,
+                          lr=args.ft_lr, eval_tokens=max(FinetuneConfig.eval_tokens or 0, args.ft_seqlen),
+                          forget_tokens=max(FinetuneConfig.forget_tokens, args.ft_seqlen), save_every=0,
+                          device=args.device)
 
 
 def _summary(args: argparse.Namespace, label: str, out: Path, report: CompressionReport,
@@ -77,11 +99,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("compress", help="apply a rank map (or a fresh plan) and save a compressed model folder")
     add_model(p)
     p.add_argument("--rankmap", help="rank map JSON to apply")
-    option(p, PlanConfig, "err", "plan at this ERR (percent) instead of reading a rank map", default=None)
-    option(p, PlanConfig, "strategy", "rank allocation strategy for --err", choices=STRATEGIES)
-    p.add_argument("--all-layers", action="store_true", help="every layer at its rank (default: LRCs only)")
+    target_options(p)
+    p.add_argument("--all-layers", action="store_true",
+                   help="every layer at its rank (default: LRCs only; always with --params or --size)")
     calibration_options(p)
     placement_options(p, CompressionConfig)
+    p.add_argument("--then-finetune", choices=MODES, help="fine-tune the compressed model right away (recovery)")
+    p.add_argument("--ft-data", help="--then-finetune: training text (a file, tinyshakespeare, hub:NAME)")
+    p.add_argument("--ft-steps", type=int, default=FinetuneConfig.steps, help="--then-finetune: optimizer steps")
+    p.add_argument("--ft-seqlen", type=int, default=FinetuneConfig.seqlen, help="--then-finetune: tokens per window")
+    p.add_argument("--ft-lr", type=float, default=FinetuneConfig.lr, help="--then-finetune: peak learning rate")
     p.add_argument("-o", "--output", required=True, help="compressed model folder to write")
     add_output(p)
     p.set_defaults(run=cmd_compress)

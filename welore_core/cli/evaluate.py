@@ -14,7 +14,7 @@ from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, sensitivity_of, 
 from ..figures import sensitivity_figure, sweep_figure
 from ..utils import atomic_write_text
 from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
-from .compress import calibration, calibration_options
+from .planning import calibration, calibration_options
 
 SENSITIVITY_SEQLEN = 512  # scans run one evaluation per group: shorter windows keep them quick
 
@@ -46,10 +46,13 @@ def _numbers(text: str, what: str) -> list[float]:
 
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     errs = _numbers(args.errs, "errs")
+    params = _numbers(args.params, "params") if args.params else None
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    config = CompressionConfig(mode="all" if args.all_layers else "lrc", act_svd=args.act_svd)
+    mode = "all" if args.all_layers or params else "lrc"  # a parameter budget counts every layer the smaller way
+    config = CompressionConfig(mode=mode, act_svd=args.act_svd)
+    calib = calibration(args, needed="whitened" in strategies or ("greedy" in strategies and bool(args.calib)))
     df = sweep(args.model, errs, strategies, config_from(EvalConfig, args), config, tqdm_progress("sweep"),
-               calib=calibration(args))
+               calib=calib, params=params)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "sweep.csv", df.to_csv(index=False))
@@ -85,7 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("sweep", help="compress + evaluate at several ERRs and strategies")
     add_model(p)
     p.add_argument("--errs", default="10,20,30,40,50", help="comma-separated ERR percentages (default: 10,20,30,40,50)")
-    p.add_argument("--strategies", default="welore,uniform", help="comma-separated strategies (default: welore,uniform)")
+    p.add_argument("--params", help="comma-separated parameter budgets (percent removed) instead of --errs")
+    p.add_argument("--strategies", default="welore,uniform",
+                   help="comma-separated strategies: welore, uniform, energy, whitened, greedy (default: welore,uniform)")
     p.add_argument("--all-layers", action="store_true", help="every layer at its rank (the paper's Table 1 set-up)")
     calibration_options(p, sizes=False)
     p.add_argument("-o", "--output", default="out/sweep", help="folder for sweep.csv, sweep.json, sweep.html")

@@ -40,6 +40,7 @@ HELP = {
     "galore_gap": "steps between GaLore projection updates",
     "err": "dense MODEL: compress to this ERR (%) first",
     "rankmap": "dense MODEL: compress with this rank map first",
+    "params": "dense MODEL: compress to this parameter budget (percent removed, every layer) first",
     "save_every": "checkpoint every N steps (0: only at the end)",
     "mixed_precision": "accelerate autocast",
     "device": "auto (cuda when present) or cpu",

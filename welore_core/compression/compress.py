@@ -30,7 +30,7 @@ from .folder import CompressionReport
 from .lowrank import LowRankLinear, svd_factors
 from .plan import LRC_MIN_RATIO, PlanConfig, RankPlan, make_plan
 from .rankmap import check_rankmap, custom_rankmap, rankmap_dict, read_rankmap
-from .spectra import SpectraConfig, compute_spectra
+from .spectra import Spectra, SpectraConfig, compute_spectra
 
 MODES = ("lrc", "all")
 Target = Union[RankPlan, dict[str, Any]]  # a plan, a rank map dict, or {layer name: rank}
@@ -76,15 +76,17 @@ class LayerTarget:
 
 def plan_target(model: nn.Module | ModelSource, plan: PlanConfig | None = None,
                 rankmap: str | Path | dict[str, Any] | None = None, spectra: SpectraConfig | None = None,
-                progress: Progress | None = None) -> Target:
+                progress: Progress | None = None, basis: Spectra | None = None,
+                weights: dict[str, float] | None = None) -> Target:
     """What to compress a model to: a rank map (a file or dict, schema-checked) or a fresh plan from the
-    model's spectra (`model` is a streamable source or a loaded module)."""
+    model's spectra (`model` is a streamable source or a loaded module), or from `basis` when given (whitened
+    spectra for the data-aware strategies); `weights` are the greedy strategy's sensitivity weights."""
     if (plan is None) == (rankmap is None):
-        raise WeLoreError("give exactly one of a plan (an ERR or k) and a rank map")
+        raise WeLoreError("give exactly one of a plan (an ERR, k, parameter or size budget) and a rank map")
     if rankmap is not None:
         return read_rankmap(Path(rankmap).expanduser() if isinstance(rankmap, (str, Path)) else rankmap)
     assert plan is not None
-    return make_plan(compute_spectra(model, spectra, progress), plan)
+    return make_plan(basis if basis is not None else compute_spectra(model, spectra, progress), plan, weights=weights)
 
 
 def target_ranks(target: Target) -> dict[str, int]:

@@ -19,21 +19,28 @@ import pandas as pd
 
 from ..errors import WeLoreError
 from .spectra import Spectra
-from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper_threshold, solve_threshold,
-                        solve_threshold_below)
+from .budget import BYTES, ranks_at, size_to_pct, solve_k_for_params, uniform_param_ranks
+from .greedy import greedy_ranks
+from .threshold import NORMALIZATIONS, normalize, paper_threshold, solve_threshold, solve_threshold_below
 
-STRATEGIES = ("welore", "uniform", "energy")
+STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy")
+DATA_AWARE = ("whitened", "greedy")  # plan on whitened spectra (calibration statistics), see whitened.py
 BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 LRC_MIN_RATIO = 0.5  # the paper: a layer whose rank drops by more than half is a Low-Rank Component
 
 
 @dataclass(frozen=True)
 class PlanConfig:
-    """What to plan: a strategy and either a target ERR (percent) or its threshold k."""
+    """What to plan: a strategy and one target — an ERR (percent), the strategy's threshold k, parameters
+    removed (percent of the analysed layers', the peers' convention) or the model's size in MiB. With none
+    given the target is ERR 50 %."""
 
     strategy: str = "welore"
-    err: float | None = 50.0  # target effective rank reduction in percent, [0, 100)
-    k: float | None = None  # the strategy's threshold instead of a target ERR
+    err: float | None = None  # target effective rank reduction in percent, [0, 100)
+    k: float | None = None  # the strategy's threshold instead of a target
+    params: float | None = None  # percent of the analysed layers' parameters removed, every layer the smaller way
+    size_mib: float | None = None  # or the whole model's size in MiB, stored in size_dtype
+    size_dtype: str = "bfloat16"  # bytes per parameter of size_mib
     normalization: str = "minmax"  # how welore normalises each spectrum: minmax (paper) or max
     min_ratio: float = LRC_MIN_RATIO  # a layer reduced by more than this is an LRC
     search: str = "exact"  # "exact" solve of k, or "paper" linear search in steps of 0.005
@@ -41,8 +48,21 @@ class PlanConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise WeLoreError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if (self.err is None) == (self.k is None):
-            raise WeLoreError(f"give exactly one of err and k (got err={self.err!r}, k={self.k!r})")
+        given = [n for n in ("err", "k", "params", "size_mib") if getattr(self, n) is not None]
+        if not given:
+            object.__setattr__(self, "err", 50.0)
+        elif len(given) > 1:
+            raise WeLoreError(f"give exactly one of err, k, params and size_mib (got {', '.join(given)})")
+        if self.params is not None and not 0.0 <= self.params < 100.0:
+            raise WeLoreError(f"params is a percentage of parameters removed in [0, 100), got {self.params!r}")
+        if self.size_mib is not None and not self.size_mib > 0:
+            raise WeLoreError(f"size_mib must be positive, got {self.size_mib!r}")
+        if self.size_dtype not in BYTES:
+            raise WeLoreError(f"size_dtype must be one of {', '.join(BYTES)}, got {self.size_dtype!r}")
+        if self.strategy == "greedy" and self.k is not None:
+            raise WeLoreError("the greedy strategy has no threshold k: give err, params or size_mib")
+        if self.search == "paper" and (self.strategy != "welore" or self.err is None):
+            raise WeLoreError("the paper's linear search is defined for the welore strategy with a target ERR")
         if self.err is not None and not 0.0 <= self.err < 100.0:
             raise WeLoreError(f"err is a percentage in [0, 100), got {self.err!r}")
         if self.k is not None and not 0.0 <= self.k <= 1.0:
@@ -86,6 +106,7 @@ class PlanTotals:
     bytes_dense: dict[str, int]  # by storage dtype (BYTES_PER_PARAM)
     bytes_compressed: dict[str, int]
     mean_rel_error: float  # mean over layers of ||W - W_r||_F / ||W||_F
+    params_removed_pct: float = 0.0  # percent of the analysed layers' parameters removed, every layer the smaller way
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,45 +166,63 @@ def prepare_scores(spectra: Spectra, strategy: str = "welore", normalization: st
     return Scores(strategy, normalization, ascending, pooled, tails)
 
 
-def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None) -> RankPlan:
-    """Allocate ranks to every layer of `spectra` according to `config`."""
-    if scores is None or (scores.strategy, scores.normalization) != (config.strategy, config.normalization):
-        scores = prepare_scores(spectra, config.strategy, config.normalization)
-    full = np.array([l.full_rank for l in spectra.layers])
-    target = None if config.err is None else config.err / 100.0
-    if config.strategy == "uniform":
-        k = target if config.k is None else config.k
-        ranks = np.floor((1.0 - k) * full + 0.5).astype(int)
+def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None,
+              weights: dict[str, float] | None = None) -> RankPlan:
+    """Allocate ranks to every layer of `spectra` according to `config` (`weights`: per-layer sensitivity
+    weights for the greedy strategy, `greedy.sensitivity_weights`)."""
+    if config.strategy == "whitened" and spectra.basis != "whitened":
+        raise WeLoreError("the whitened strategy plans on whitened spectra: whitened_spectra(model, collect_grams(…))"
+                          " (the CLI's --calib PATH)")
+    layers = spectra.layers
+    full = np.array([l.full_rank for l in layers])
+    pct = params_target(spectra, config)
+    k: float | None
+    if config.strategy == "greedy":
+        ranks, k = greedy_ranks(layers, spectra.values, pct=pct, err=None if pct is not None else config.err,
+                                weights=weights), None
     else:
-        if config.k is not None:
-            k = config.k
-        elif config.search == "paper":
-            if config.strategy != "welore":
-                raise WeLoreError("the paper's linear search is defined for the welore strategy only")
-            k = paper_threshold(scores.ascending, target or 0.0)
-        elif config.strategy == "energy":
-            k = solve_threshold_below(scores.pooled, target or 0.0)
+        if scores is None or (scores.strategy, scores.normalization) != (config.strategy, config.normalization):
+            scores = prepare_scores(spectra, config.strategy, config.normalization)
+        target = None if config.err is None else config.err / 100.0
+        if config.strategy == "uniform":
+            if pct is not None:  # the peers' uniform: every matrix keeps (1 - ratio) of its parameters
+                k = pct / 100.0
+                ranks = uniform_param_ranks(layers, k)
+            else:
+                k = target if config.k is None else config.k
+                ranks = np.floor((1.0 - k) * full + 0.5).astype(int)  # type: ignore[operator]
         else:
-            k = solve_threshold(scores.pooled, target or 0.0)
-        ranks = np.array([_rank(a, k, config.strategy) for a in scores.ascending])
+            if config.k is not None:
+                k = config.k
+            elif pct is not None:
+                k = solve_k_for_params(layers, scores.ascending, scores.pooled, config.strategy, pct)
+            elif config.search == "paper":
+                k = paper_threshold(scores.ascending, target or 0.0)
+            elif config.strategy == "energy":
+                k = solve_threshold_below(scores.pooled, target or 0.0)
+            else:
+                k = solve_threshold(scores.pooled, target or 0.0)
+            ranks = ranks_at(scores.ascending, k, config.strategy)
     ranks = np.clip(ranks, 1, full)
-    return plan_from_ranks(spectra, dict(zip([l.name for l in spectra.layers], ranks.tolist())), config,
-                           k=float(k), scores=scores)
+    return plan_from_ranks(spectra, dict(zip([l.name for l in layers], ranks.tolist())), config,
+                           k=None if k is None else float(k), scores=scores)
 
 
-def _rank(ascending: np.ndarray, k: float, strategy: str) -> int:
-    """Kept rank of one layer at threshold k (before the clamp to >= 1)."""
-    if strategy == "energy":
-        return count_below(ascending, k)  # values whose preceding energy is still < k
-    return kept_rank(ascending, k)  # normalised values >= k
+def params_target(spectra: Spectra, config: PlanConfig) -> float | None:
+    """The parameter budget of `config` as percent of the analysed layers removed (None for an ERR or k)."""
+    if config.params is not None:
+        return config.params
+    if config.size_mib is not None:
+        return size_to_pct(spectra.layers, spectra.total_params, config.size_mib, config.size_dtype)
+    return None
 
 
 def err_for_k(scores: Scores, k: float) -> float:
     """The inverse of the solve: the ERR (percent) a threshold k gives, without building a plan."""
-    if scores.strategy == "uniform":
-        raise WeLoreError("err_for_k needs per-layer scores; for uniform the ERR is k itself (up to rounding)")
+    if scores.strategy in ("uniform", "greedy"):
+        raise WeLoreError(f"err_for_k needs a threshold strategy's scores, not {scores.strategy}")
     full = sum(a.size for a in scores.ascending)
-    kept = sum(max(1, _rank(a, k, scores.strategy)) for a in scores.ascending)
+    kept = int(ranks_at(scores.ascending, k, scores.strategy).sum())
     return 100.0 * (1.0 - kept / full)
 
 
@@ -220,4 +259,12 @@ def plan_totals(layers: list[LayerPlan], total_params: int) -> PlanTotals:
         trainable_params=sum(l.factored_params for l in lrc),
         bytes_dense={d: total_params * b for d, b in BYTES_PER_PARAM.items()},
         bytes_compressed={d: compressed * b for d, b in BYTES_PER_PARAM.items()},
-        mean_rel_error=float(np.mean([l.rel_error for l in layers])) if layers else 0.0)
+        mean_rel_error=float(np.mean([l.rel_error for l in layers])) if layers else 0.0,
+        params_removed_pct=removed_pct_of(layers))
+
+
+def removed_pct_of(layers: list[LayerPlan]) -> float:
+    """Percent of the planned layers' parameters removed, each stored the smaller way (peers' convention)."""
+    dense = sum(l.dense_params for l in layers)
+    kept = sum(min(l.dense_params, l.factored_params) for l in layers)
+    return 100.0 * (1.0 - kept / dense) if dense else 0.0

@@ -45,6 +45,8 @@ def rankmap_dict(plan: RankPlan) -> dict[str, Any]:
                     "rank": l.rank, "reduction": l.reduction, "lrc": l.lrc, "rel_error": l.rel_error}
                    for l in plan.layers],
         "totals": plan.totals.to_dict(),
+        **({"target_params": c.params} if c.params is not None else {}),
+        **({"target_size_mib": c.size_mib, "size_dtype": c.size_dtype} if c.size_mib is not None else {}),
     }
 
 
@@ -176,10 +178,18 @@ def plan_from_rankmap(data: dict[str, Any], spectra: Spectra) -> RankPlan:
     if problems:
         raise RankMapError(f"rank map for {data['model']!r} does not fit model {spectra.model!r}", problems)
     strategy = data["strategy"] if data["strategy"] != "custom" else "welore"
-    err = data["target_err"]
+    target: dict[str, Any] = {}  # the one target the map records: ERR, parameters, size, else k (0 for none)
+    if data["target_err"] is not None:
+        target = {"err": data["target_err"]}
+    elif data.get("target_params") is not None:
+        target = {"params": data["target_params"]}
+    elif data.get("target_size_mib") is not None:
+        target = {"size_mib": data["target_size_mib"], "size_dtype": data.get("size_dtype", "bfloat16")}
+    elif strategy != "greedy":
+        target = {"k": data["k"] or 0.0}
     try:
-        config = PlanConfig(strategy=strategy, err=err, k=None if err is not None else (data["k"] or 0.0),
-                            normalization=data["normalization"], min_ratio=data["min_ratio"])
+        config = PlanConfig(strategy=strategy, normalization=data["normalization"], min_ratio=data["min_ratio"],
+                            **target)
     except WeLoreError as problem:
         raise RankMapError("rank map settings are inconsistent", [str(problem)]) from None
     ranks = {e["name"]: int(e["rank"]) for e in data["layers"]}

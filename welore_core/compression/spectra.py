@@ -73,6 +73,7 @@ class Spectra:
     from_cache: int = 0  # layers read from the cache rather than computed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # cache problems found and repaired
+    basis: str = "weight"  # "weight": σ(W); "whitened": σ(W L), XᵀX = L Lᵀ from calibration (whitened.py)
 
     def frame(self) -> pd.DataFrame:
         """One row per layer: identity first, then spectrum statistics."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..compression import (Calibration, CompressionConfig, PlanConfig, SpectraConfig, calibration_batches,
-                           collect_grams, compute_spectra, make_plan, prepare_scores)
+from ..compression import (DATA_AWARE, Calibration, CompressionConfig, PlanConfig, SpectraConfig, calibrated_spectra,
+                           compute_spectra, make_plan, prepare_scores)
 from ..errors import WeLoreError
 from ..utils import Progress
 from .perplexity import EvalConfig
@@ -19,37 +19,43 @@ from .runs import evaluate_point, load_for_eval, token_ids
 def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eval_config: EvalConfig,
           compression: CompressionConfig | None = None, progress: Progress | None = None,
           registry: Registry | None = None, calib: Calibration | None = None,
-          spectra_config: SpectraConfig | None = None) -> pd.DataFrame:
-    """Compress at each (strategy, ERR) and evaluate; one row per point plus the dense baseline. Every point's
-    settings are checked before the model is loaded."""
+          spectra_config: SpectraConfig | None = None, params: list[float] | None = None) -> pd.DataFrame:
+    """Compress at each (strategy, ERR) — or (strategy, parameters removed) with `params` — and evaluate; one
+    row per point plus the dense baseline. Every point's settings are checked before the model is loaded.
+    The data-aware strategies plan on whitened spectra from `calib`, whose statistics ActSVD then reuses."""
     compression = compression or CompressionConfig()
-    if compression.act_svd and calib is None:
-        raise WeLoreError("act_svd needs --calib PATH (a text file for activation statistics)")
-    if not errs or not strategies:
-        raise WeLoreError("a sweep needs at least one ERR and one strategy")
-    points = [PlanConfig(strategy=s, err=float(e)) for s in strategies for e in errs]
+    if (compression.act_svd or "whitened" in strategies) and calib is None:
+        raise WeLoreError("act_svd and the whitened strategy need --calib PATH (activation statistics)")
+    if not (errs or params) or not strategies:
+        raise WeLoreError("a sweep needs at least one ERR (or parameter budget) and one strategy")
+    points = ([PlanConfig(strategy=s, params=float(p)) for s in strategies for p in params] if params
+              else [PlanConfig(strategy=s, err=float(e)) for s in strategies for e in errs])
     registry = registry or Registry.default()
     loaded = load_for_eval(spec, str(eval_config.torch_device()), eval_config)
     spectra = compute_spectra(loaded.source if loaded.source.streamable else loaded.model,
                               spectra_config or SpectraConfig())
     ids, data_hash = token_ids(loaded, eval_config)
-    grams, digest = None, ""
-    if compression.act_svd and calib is not None:
-        batches, digest = calibration_batches(loaded.model, loaded.tokenizer, calib)
-        grams = collect_grams(loaded.model, batches, [l.name for l in spectra.layers])
+    grams, digest, whitened = None, "", None
+    if calib is not None and (compression.act_svd or set(strategies) & set(DATA_AWARE)):
+        whitened, grams, digest = calibrated_spectra(loaded.model, loaded.tokenizer, calib)
     extra = compression.identity(calib, digest)
     rows = []
     for i, config in enumerate([None, *points], 1):
         start = time.perf_counter()
-        plan = None if config is None else make_plan(spectra, config, prepare_scores(spectra, config.strategy))
-        result, cached = evaluate_point(loaded, ids, data_hash, plan, compression, eval_config, registry, grams, extra)
+        basis = whitened if config is not None and config.strategy in DATA_AWARE and whitened is not None else spectra
+        plan = None if config is None else make_plan(basis, config, prepare_scores(basis, config.strategy)
+                                                     if config.strategy != "greedy" else None)
+        result, cached = evaluate_point(loaded, ids, data_hash, plan, compression, eval_config, registry,
+                                        grams if compression.act_svd else None, extra)
         rows.append({"strategy": config.strategy if config else "dense", "target_err": config.err if config else 0.0,
+                     "target_params": config.params if config else None,
+                     "params_removed_pct": plan.totals.params_removed_pct if plan else 0.0,
                      "achieved_err": plan.achieved_err if plan else 0.0, "k": plan.k if plan else None,
                      "lrc": plan.totals.lrc if plan else 0, "params": result["params"], "ppl": result["ppl"],
                      "nll": result["nll"], "tokens": result["tokens"],
                      "seconds": round(time.perf_counter() - start, 3), "cached": cached,
                      "mode": "dense" if plan is None else compression.mode, "act_svd": compression.act_svd})
         if progress:
-            label = "dense" if config is None else f"{config.strategy} {config.err:g} %"
+            label = "dense" if config is None else f"{config.strategy} {config.err if config.err is not None else config.params:g} %"
             progress(i, len(points) + 1, label)
     return pd.DataFrame(rows)

@@ -49,6 +49,7 @@ class FinetuneConfig:
     galore_scale: float = 0.25
     err: float | None = None  # dense input only: compress to this ERR (LRCs factored) before training
     rankmap: str | None = None  # dense input only: compress with this rank map before training
+    params: float | None = None  # dense input only: compress to this parameter budget (percent removed, all layers)
     save_every: int = 100  # checkpoint every N steps (and at the end, and when cancelled); 0 = only those
     mixed_precision: str = "auto"  # accelerate autocast: auto = the weights' dtype when half, else "no"
     device: str = "auto"  # "auto" (cuda when present), "cpu"; `accelerate launch` places processes itself
@@ -86,8 +87,10 @@ class FinetuneConfig:
         if self.eval_tokens is not None and self.eval_tokens < 1 or self.forget_tokens < 0:
             raise WeLoreError(f"eval_tokens must be positive and forget_tokens >= 0, got {self.eval_tokens}, "
                               f"{self.forget_tokens}")
-        if self.err is not None and self.rankmap is not None:
-            raise WeLoreError("pass at most one of err and rankmap")
+        if sum(x is not None for x in (self.err, self.rankmap, self.params)) > 1:
+            raise WeLoreError("pass at most one of err, params and rankmap")
+        if self.params is not None and not 0 < self.params < 100:
+            raise WeLoreError(f"params is a percentage of parameters removed in (0, 100), got {self.params}")
         if self.err is not None and not 0 < self.err < 100:
             raise WeLoreError(f"err is a percentage in (0, 100), got {self.err}")
         if self.rankmap is not None and not Path(self.rankmap).expanduser().is_file():

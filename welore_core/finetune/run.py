@@ -39,8 +39,9 @@ def _start_model(source: ModelSource, config: FinetuneConfig, tokenizer: Any, de
     compressed first when the config asks, else trained with every layer as an N-LRC), or a checkpoint."""
     dtypes, default = stored_dtypes(source.safetensors_files())
     dtype = config.placement()[1]
-    if source.kind == "compressed" and (config.err is not None or config.rankmap is not None):
-        raise WeLoreError(f"{source.path} is already compressed; drop err/rankmap (they compress a dense model)")
+    compress_first = config.err is not None or config.params is not None or config.rankmap is not None
+    if source.kind == "compressed" and compress_first:
+        raise WeLoreError(f"{source.path} is already compressed; drop err/params/rankmap (they compress a dense model)")
     if resume_from is not None:
         folder = resolve_model(resume_from)
         report = read_report(folder.path) if folder.kind == "compressed" else None
@@ -48,11 +49,13 @@ def _start_model(source: ModelSource, config: FinetuneConfig, tokenizer: Any, de
     model = load_model(source, dtype, device)
     if source.kind == "compressed":
         return model, Layout(source, tokenizer, read_report(source.path), dtypes, default)
-    if config.err is None and config.rankmap is None:
+    if not compress_first:
         return model, Layout(source, tokenizer, None, dtypes, default)
-    plan = PlanConfig(err=config.err) if config.err is not None else None
+    plan = (PlanConfig(err=config.err) if config.err is not None else
+            PlanConfig(params=config.params) if config.params is not None else None)
     target = plan_target(source if source.streamable else model, plan=plan, rankmap=config.rankmap)
-    report = compress_to(model, target, CompressionConfig(mode="lrc", device=str(device)))
+    mode = "all" if config.params is not None else "lrc"  # a parameter budget counts every layer the smaller way
+    report = compress_to(model, target, CompressionConfig(mode=mode, device=str(device)))
     return model, Layout(source, tokenizer, report, dtypes, default)
 
 

@@ -1,0 +1,76 @@
+"""Greedy rank allocation: spend the budget where each parameter (or rank) buys the most loss reduction.
+
+The loss of a layer at rank r is the share of its energy the truncation drops, w_l · Σ_{i>r} s_i² / Σ s_i²:
+with weight spectra the relative Frobenius error of W; with whitened spectra (σ of W·L, XᵀX = L Lᵀ from
+ActSVD's calibration) the relative error of the layer's *output*, the quantity SVD-LLM's truncation
+minimises. w_l weights a layer by its measured sensitivity (`sensitivity_weights`), 1 by default.
+
+Every layer keeps rank 1; then the increments r -> r+1 of all layers are taken in order of gain per cost
+(cost m + n parameters under a parameter budget, 1 under a rank (ERR) budget) while they fit. A layer's gains
+fall with r, so this order never skips a rank within a layer, and when every increment costs the same the
+result is optimal (the separable concave knapsack); otherwise it is within one increment of the optimum.
+Beyond the rank where A·B stops saving parameters a layer may go dense whole, as one more increment.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import WeLoreError
+from ..models import LayerInfo
+
+
+def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: float | None = None,
+                 err: float | None = None, weights: dict[str, float] | None = None) -> np.ndarray:
+    """Ranks of `layers` meeting a parameter budget (`pct` percent removed) or an ERR (`err` percent)."""
+    if (pct is None) == (err is None):
+        raise WeLoreError("greedy allocation needs exactly one budget: parameters removed or ERR")
+    by_params = pct is not None
+    items: list[tuple[float, int, int, int, int]] = []  # (-gain/cost, layer, rank after, cost, tie order)
+    ranks = np.ones(len(layers), dtype=int)
+    tops = np.array([l.full_rank for l in layers])
+    spent = 0
+    for i, layer in enumerate(layers):
+        s2 = values[layer.name].astype(np.float64) ** 2
+        total = float(s2.sum())
+        w = (weights or {}).get(layer.name, 1.0)
+        gain = w * s2 / total if total > 0 else np.zeros_like(s2)  # gain[r] = loss removed by keeping value r
+        unit = layer.shape[0] + layer.shape[1] if by_params else 1
+        spent += layer.factored_params(1) if by_params else 1
+        top = layer.full_rank
+        if by_params:  # factored ranks that still save parameters (r (m + n) < m n), then one step to dense
+            top = min(layer.full_rank, max(1, (layer.shape[0] * layer.shape[1] - 1) // unit))
+            tops[i] = top
+        for r in range(2, top + 1):
+            items.append((-gain[r - 1] / unit, i, r, unit, r))
+        if by_params and top < layer.full_rank:
+            jump = layer.dense_params - layer.factored_params(top)
+            ratio = min(float(gain[top:].sum()) / jump, gain[top - 1] / unit if top > 1 else np.inf)
+            items.append((-ratio, i, layer.full_rank, jump, layer.full_rank))
+    if by_params:
+        budget = (1.0 - pct / 100.0) * sum(l.dense_params for l in layers)  # type: ignore[operator]
+    else:
+        budget = (1.0 - err / 100.0) * sum(l.full_rank for l in layers)  # type: ignore[operator]
+    for _, i, rank, cost, _ in sorted(items):
+        step = rank == ranks[i] + 1 and rank <= tops[i]
+        to_dense = rank == layers[i].full_rank > tops[i] == ranks[i]  # only once the factored ranks are all in
+        if (step or to_dense) and spent + cost <= budget:
+            ranks[i] = rank
+            spent += cost
+    return ranks
+
+
+def truncation_loss(layers: list[LayerInfo], values: dict[str, np.ndarray], ranks: np.ndarray | list[int],
+                    weights: dict[str, float] | None = None) -> float:
+    """Σ_l w_l · Σ_{i>r_l} s_i² / Σ s_i²: what the greedy allocation minimises (for tests and reports)."""
+    total = 0.0
+    for layer, r in zip(layers, ranks):
+        s2 = values[layer.name].astype(np.float64) ** 2
+        total += (weights or {}).get(layer.name, 1.0) * float(s2[int(r):].sum() / s2.sum()) if s2.sum() > 0 else 0.0
+    return total
+
+
+def sensitivity_weights(rows: list[dict[str, object]], layers: list[LayerInfo]) -> dict[str, float]:
+    """Per-layer weights from a sensitivity scan's rows (`evaluation.sensitivity_scan`): PPL increase - 1 of the
+    layer's own row (by layer) or of its type's row (by type), floored at a small positive value."""
+    by_group = {str(r["group"]): max(float(r["ppl_increase"]) - 1.0, 1e-3) for r in rows}  # type: ignore[arg-type]
+    return {l.name: by_group.get(l.name, by_group.get(l.kind, 1.0)) for l in layers}

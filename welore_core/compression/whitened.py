@@ -1,0 +1,65 @@
+"""Whitened spectra: the singular values of W·L, where XᵀX = L Lᵀ over calibration inputs (ActSVD's statistics).
+
+Truncating W·L at rank r leaves an output error ‖(W - W_r) X‖_F² = Σ_{i>r} σ_i(W L)² (SVD-LLM's
+truncation-aware view), so these values measure what each cut costs the next layer, where the weight's own
+spectrum measures the weight. The result is a `Spectra` with basis "whitened": the `whitened` strategy runs
+WeLore's global threshold on it, `greedy` spends a budget on it, and `rel_error` becomes the relative
+output error of each layer.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import WeLoreError
+from ..models import count_parameters, discover_layers, linear_weight, module_fingerprint
+from ..utils import Progress
+from .actsvd import Calibration, calibration_batches, collect_grams
+from .spectra import Spectra, SpectraConfig
+
+
+def whitened_values(weight: torch.Tensor, gram: torch.Tensor, damp: float = 1e-2) -> np.ndarray:
+    """Descending singular values of W L (W (out, in), XᵀX ≈ gram (in, in)), in float64."""
+    g = gram.detach().to(torch.float64)
+    g = g + damp * g.diagonal().mean().clamp_min(1e-12) * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+    chol = torch.linalg.cholesky(g)  # (in, in), lower
+    m = weight.detach().to(device=g.device, dtype=torch.float64) @ chol  # (out, in)
+    small = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m  # the smaller Gram matrix of W L
+    return torch.linalg.eigvalsh(small).clamp_min(0).sqrt().flip(0).cpu().numpy()
+
+
+def whitened_spectra(model: nn.Module, grams: dict[str, torch.Tensor], calib_digest: str = "", damp: float = 1e-2,
+                     label: str | None = None, progress: Progress | None = None) -> Spectra:
+    """σ(W L) of every linear layer in the blocks of `model`, from `collect_grams` statistics."""
+    layers = discover_layers(model)
+    missing = [l.name for l in layers if l.name not in grams]
+    if missing:
+        raise WeLoreError(f"no calibration statistics for {len(missing)} layer(s), e.g. {missing[0]}")
+    values = {}
+    for i, layer in enumerate(layers, 1):
+        found = linear_weight(model.get_submodule(layer.name))
+        assert found is not None
+        weight = found[0].T if found[1] else found[0]  # (out, in)
+        try:
+            values[layer.name] = whitened_values(weight, grams[layer.name], damp)
+        except torch.linalg.LinAlgError as err:
+            raise WeLoreError(f"layer {layer.name}: the calibration statistics are not positive definite ({err}); "
+                              "raise the damping") from None
+        if progress:
+            progress(i, len(layers), layer.name)
+    identity = hashlib.sha256(f"{module_fingerprint(model, layers)}:{calib_digest}:{damp}".encode()).hexdigest()
+    label = label or str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__)
+    return Spectra(label, identity, SpectraConfig(dtype="float64", method="gram", use_cache=False), layers, values,
+                   count_parameters(model), basis="whitened")
+
+
+def calibrated_spectra(model: nn.Module, tokenizer: object, calib: Calibration, damp: float = 1e-2,
+                       progress: Progress | None = None) -> tuple[Spectra, dict[str, torch.Tensor], str]:
+    """Whitened spectra of `model` from `calib`'s text, with the Gram matrices (ActSVD reuses them) and the
+    text's digest: one calibration pass for both."""
+    batches, digest = calibration_batches(model, tokenizer, calib)
+    grams = collect_grams(model, batches, [l.name for l in discover_layers(model)], progress)
+    return whitened_spectra(model, grams, digest, damp), grams, digest
