@@ -11,14 +11,15 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard import cached
-from welore_core.figures import compare_figure, reduction_heatmap_figure, spectra_heatmap_figure, spectra_lines_figure
+from welore_core.figures import (compare_figure, reduction_heatmap_figure, reduction_heatmap_spec, spectra_heatmap_figure,
+                                 spectra_lines_figure)
 
 LAYER_COLUMNS = ["name", "block", "kind", "shape", "full_rank", "stable_rank", "effective_rank", "rank", "reduction",
                  "lrc", "rel_error", "dense_params", "factored_params"]
 
 
 def plan_tab(plan: wc.RankPlan) -> None:
-    st.plotly_chart(reduction_heatmap_figure(plan.frame()), width="stretch", theme=None)
+    st.vega_lite_chart(reduction_heatmap_spec(plan.frame()), width="stretch", theme=None, key="plan_heatmap")
     st.table(wc.plan_by_type(plan).round(4))  # static: no grid widget to load for 7 rows
 
 
@@ -69,15 +70,20 @@ def layers_tab(spectra: wc.Spectra, plan: wc.RankPlan) -> None:
 
 def compare_tab(spectra: wc.Spectra, plan: wc.RankPlan) -> None:
     a = plan.config.strategy
-    c1, c2 = st.columns(2)
-    others = [s for s in wc.STRATEGIES if s != a]
+    c1, c2, c3 = st.columns(3)
+    others = [s for s in wc.STRATEGIES if s not in (a, "whitened")]  # whitened needs calibrated spectra (CLI)
     b = c1.selectbox("Compare with", others, key="compare_strategy")
     norm_b = c2.selectbox("its normalisation", list(wc.NORMALIZATIONS), key="compare_norm", disabled=b != "welore")
-    err = plan.achieved_err
-    other = wc.make_plan(spectra, wc.PlanConfig(strategy=b, err=err, normalization=norm_b,
-                                                min_ratio=plan.config.min_ratio),
+    match = c3.radio("At equal", ["ERR", "parameters"], horizontal=True, key="compare_match",
+                     help="ERR: the same share of rank removed; parameters: the same share of the analysed layers' "
+                          "parameters removed, every layer stored the smaller way (the peers' convention)")
+    err, removed = plan.achieved_err, plan.totals.params_removed_pct
+    target = {"err": err} if match == "ERR" else {"params": removed}
+    other = wc.make_plan(spectra, wc.PlanConfig(strategy=b, normalization=norm_b, min_ratio=plan.config.min_ratio,
+                                                **target),
                          cached.scores(spectra.fingerprint, spectra.config.setting, b, norm_b, spectra))
-    st.caption(f"Both plans at ERR {err:.2f} % (the current plan's achieved ERR).")
+    st.caption(f"Both plans at ERR {err:.2f} % (the current plan's)." if match == "ERR" else
+               f"Both plans at {removed:.2f} % of the layers' parameters removed (the current plan's).")
     st.dataframe(compare_totals({a: plan, b: other}), hide_index=True, width="stretch")
     st.plotly_chart(compare_figure(plan.frame(), other.frame(), a, b), width="stretch", theme=None)
     left, right = st.columns(2)
@@ -90,7 +96,8 @@ def compare_totals(plans: dict[str, wc.RankPlan]) -> pd.DataFrame:
     for label, p in plans.items():
         t = p.totals
         errors = [l.rel_error for l in p.layers]
-        rows.append({"strategy": label, "achieved ERR %": round(p.achieved_err, 3), "k": p.k, "LRC": t.lrc,
+        rows.append({"strategy": label, "achieved ERR %": round(p.achieved_err, 3),
+                     "params removed %": round(t.params_removed_pct, 3), "k": p.k, "LRC": t.lrc,
                      "N-LRC": t.nlrc, "params (M)": t.params_compressed / 1e6,
                      "params, all layers at rank (M)": t.params_all_layers / 1e6,
                      "trainable LRC (M)": t.trainable_params / 1e6, "mean rel. error": t.mean_rel_error,

@@ -18,10 +18,13 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+CHART = ".js-plotly-plot .main-svg, .vega-embed svg, .vega-embed canvas"
+
+
 def _settle(page: Page, charts: bool = True) -> None:
     if charts:
-        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=120_000)
-    page.wait_for_timeout(2500)  # let plotly finish drawing
+        page.locator(CHART).first.wait_for(timeout=120_000)
+    page.wait_for_timeout(2500)  # let the charts finish drawing
 
 
 def main(url: str, out: Path) -> None:

@@ -148,3 +148,14 @@ def test_compress_needs_no_tokenizer_without_act_svd(llama_dir: Path, tmp_path: 
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "compress", str(llama_dir), "--err", "60", "-o", str(tmp_path / "c"))
     assert code == 0, err
+
+
+def test_prepare_leaves_the_spectra_cached(llama_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "prepare", str(llama_dir), "--json")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and result["spectra"]["layers"] == 21 and result["spectra"]["from_cache"] == 0
+    from welore_core import compute_spectra
+
+    assert compute_spectra(llama_dir).from_cache == 21  # the dashboard's first page opens warm
+    code, out, _ = run(capsys, "prepare", str(llama_dir), "--no-spectra", "--json")
+    assert code == 0 and "spectra" not in json.loads(out.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ def test_plan_page_follows_the_err_slider(llama_dir: Path, monkeypatch: pytest.M
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Layers analysed"] == "21 in 3 blocks" and metrics["Achieved ERR"].endswith("%")
+    assert "21 layers in 3 blocks" in at.markdown[0].value and metrics["Achieved ERR"].endswith("%")
     spectra = wc.compute_spectra(llama_dir)
     expected = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
     assert metrics["Achieved ERR"] == f"{expected.achieved_err:.2f} %"
@@ -291,3 +291,32 @@ def test_two_tabs_keep_their_own_jobs_and_a_reload_finds_them(lm_dir: Path, corp
     assert any(f"Job {job_a}" in m.value for m in reload.markdown)
     assert {m.label: m.value for m in reload.metric}["Perplexity"] == f"{done_a.result['ppl']:.3f}"
     assert {j.id for j in JobStore().list()} == {job_a, job_b}
+
+
+def test_the_parameters_slider_plans_a_budget_and_the_others_follow(llama_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    at.slider(key="params").set_value(15.0).run()
+    assert not at.exception and not at.error
+    plan = wc.make_plan(wc.compute_spectra(llama_dir), wc.PlanConfig(params=15.0))
+    assert {m.label: m.value for m in at.metric}["Achieved ERR"] == f"{plan.achieved_err:.2f} %"
+    assert at.slider(key="err").value == pytest.approx(round(plan.achieved_err, 2))
+    assert at.slider(key="k").value == pytest.approx(plan.k)
+    at.slider(key="err").set_value(30.0).run()  # back to ERR: the parameters slider follows
+    by_err = wc.make_plan(wc.compute_spectra(llama_dir), wc.PlanConfig(err=30.0))
+    assert at.slider(key="params").value == pytest.approx(round(by_err.totals.params_removed_pct, 2))
+
+
+def test_compare_tab_matches_parameters_as_well_as_err(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _plan_page(llama_dir, monkeypatch, "Compare strategies")
+    at.radio(key="compare_match").set_value("parameters").run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    spectra = wc.compute_spectra(llama_dir)
+    current = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
+    other = wc.make_plan(spectra, wc.PlanConfig(strategy=table["strategy"].iloc[1],
+                                                params=current.totals.params_removed_pct))
+    assert table["params removed %"].iloc[0] == pytest.approx(current.totals.params_removed_pct, abs=1e-3)
+    assert table["params removed %"].iloc[1] == pytest.approx(other.totals.params_removed_pct, abs=1e-3)

@@ -102,11 +102,21 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Resolve (and convert) the model, then compute its spectra into the cache unless --no-spectra: the
+    dashboard's first page then opens warm (`make run` calls this before starting the server)."""
     source = resolve_model(args.model)
     if human(args):
         print(f"{source.label}: {source.kind} model ready at {source.path}")
-    return {"model": source.label, "kind": source.kind, "path": str(source.path),
-            "weight_files": [str(f) for f in source.weight_files]}
+    result: dict[str, Any] = {"model": source.label, "kind": source.kind, "path": str(source.path),
+                              "weight_files": [str(f) for f in source.weight_files]}
+    if args.spectra:
+        spectra = compute_spectra(source, SpectraConfig(), progress=tqdm_progress("spectra"))
+        result["spectra"] = {"setting": spectra.config.setting, "layers": len(spectra.layers),
+                             "from_cache": spectra.from_cache, "seconds": round(spectra.seconds, 3)}
+        if human(args):
+            print(f"spectra of {len(spectra.layers)} layers cached ({spectra.from_cache} were already), "
+                  f"{spectra.seconds:.1f} s")
+    return result
 
 
 def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,8 +153,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_output(p)
     p.set_defaults(run=cmd_plan)
 
-    p = sub.add_parser("prepare", help="resolve a model (converting a GGUF once into cache/models)")
+    p = sub.add_parser("prepare", help="resolve a model (converting a GGUF once) and cache its spectra")
     add_model(p)
+    p.add_argument("--no-spectra", dest="spectra", action="store_false", help="only resolve and convert the model")
     add_output(p)
     p.set_defaults(run=cmd_prepare)
 
