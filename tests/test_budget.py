@@ -206,3 +206,34 @@ def test_a_sweep_over_parameter_budgets(lm_dir, corpus_file, capsys, tmp_path) -
     rows = result["rows"]
     assert [r["strategy"] for r in rows] == ["dense", "welore", "welore", "greedy", "greedy"]
     assert all(r["mode"] == "all" for r in rows[1:]) and [r["target_params"] for r in rows[1:]] == [10.0, 20.0] * 2
+
+
+def test_greedy_handles_layers_too_small_to_save_anything() -> None:
+    layers = [wc.LayerInfo("tiny", 0, "tiny", (2, 2), False), wc.LayerInfo("big", 0, "big", (8, 8), False)]
+    values = {"tiny": np.array([2.0, 1.0]), "big": np.linspace(3, 0.1, 8)}
+    ranks = greedy_ranks(layers, values, pct=10.0)
+    assert ranks[0] in (1, 2) and 1 <= ranks[1] <= 8
+
+
+def test_a_zero_parameter_budget_leaves_uniform_layers_whole() -> None:
+    spectra = synthetic(6)
+    plan = wc.make_plan(spectra, wc.PlanConfig(strategy="uniform", params=0.0))
+    assert all(l.rank == l.full_rank for l in plan.layers) and plan.totals.params_removed_pct == 0.0
+
+
+def test_whitened_plans_are_recorded_as_plans_of_the_weights(lm_dir, corpus_file) -> None:  # type: ignore[no-untyped-def]
+    from welore_core.compression import calibrated_spectra
+
+    weight = wc.compute_spectra(lm_dir, wc.SpectraConfig(include="mlp"))
+    model = wc.load_model(wc.resolve_model(lm_dir))
+    tokenizer = wc.models.load_tokenizer(wc.resolve_model(lm_dir))
+    whitened, _, _ = calibrated_spectra(model, tokenizer, wc.Calibration(str(corpus_file), 4, 32), like=weight)
+    assert [l.name for l in whitened.layers] == [l.name for l in weight.layers]  # the same filtered layers
+    assert (whitened.fingerprint, whitened.model) == (weight.fingerprint, weight.model)
+
+
+def test_a_rank_map_made_for_a_budget_compresses_every_layer(lm_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, plan, _ = _cli(capsys, "plan", str(lm_dir), "--params", "15", "-o", str(tmp_path / "rm.json"))
+    code, result, _ = _cli(capsys, "compress", str(lm_dir), "--rankmap", str(tmp_path / "rm.json"),
+                           "-o", str(tmp_path / "c"))
+    assert code == 0 and result["mode"] == "all"

@@ -365,3 +365,45 @@ def test_layers_fed_the_same_input_share_one_gram_matrix() -> None:
     assert grams["model.layers.1.self_attn.o_proj"] is not grams[q]
     alone = collect_grams(model, batches, [k])  # k on its own: the same statistics
     torch.testing.assert_close(alone[k], grams[k])
+
+
+def test_streamed_bf16_truncation_equals_the_in_memory_path(tmp_path: Path) -> None:
+    from welore_core.compression import compress_streamed
+
+    model = tiny_llama().to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "src")
+    source = wc.resolve_model(tmp_path / "src")
+    plan = wc.make_plan(wc.compute_spectra(source), wc.PlanConfig(strategy="uniform", err=25))  # truncations
+    config = CompressionConfig(mode="all")
+    memory = wc.load_model(source, "bfloat16")
+    expected = compress_to(memory, plan, config)
+    assert expected.truncated
+    compress_streamed(source, plan, config, tmp_path / "streamed")
+    streamed = load_compressed(tmp_path / "streamed", "bfloat16")
+    for name in expected.truncated:
+        assert torch.equal(streamed.get_submodule(name).weight, memory.get_submodule(name).weight), name
+
+
+def test_two_writers_of_one_folder_never_share_a_temp_folder(tmp_path: Path) -> None:
+    import threading
+
+    from welore_core.utils import atomic_folder
+
+    target, errors = tmp_path / "out", []
+
+    def write(tag: str) -> None:
+        try:
+            with atomic_folder(target) as tmp:
+                for i in range(50):
+                    (tmp / f"{i}.txt").write_text(tag)
+        except Exception as err:  # noqa: BLE001 - any failure is the finding
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    contents = {p.read_text() for p in target.glob("*.txt")}
+    assert not errors and len(list(target.glob("*.txt"))) == 50 and len(contents) == 1  # one writer's, whole
+    assert not list(tmp_path.glob(".out.*"))  # no temp or set-aside folder left

@@ -73,7 +73,7 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     if needs_calibration(args):  # the data-aware strategies plan on σ(W L) of the loaded model
         source = resolve_model(args.model)
         device, dtype = placement(args.device, args.weights_dtype)
-        spectra = planning_basis(args, source, load_model(source, dtype, device))[0] or spectra
+        spectra = planning_basis(args, source, load_model(source, dtype, device), spectra)[0] or spectra
     plan = make_plan(spectra, config, weights=greedy_weights(args, spectra.layers))
     if args.output:
         save_rankmap(plan, Path(args.output))

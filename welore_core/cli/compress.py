@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from ..compression import (CompressionConfig, CompressionReport, PlanConfig, SpectraConfig, calibration_batches,
+                           compute_spectra,
                            collect_grams, compress_streamed, compress_to, load_model, plan_target, save_compressed,
-                           streamable, target_ranks)
+                           read_rankmap, streamable, target_ranks)
 from ..compression.folder import check_output
 from ..errors import WeLoreError
 from ..finetune import MODES, FinetuneConfig, run_finetune
@@ -24,13 +25,15 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     if (args.rankmap is None) == (not has_target(args)):
         raise WeLoreError("compress needs exactly one of --rankmap FILE, --err PCT, --params PCT or --size MiB")
     calib = calibration(args, needed=bool(not args.rankmap and needs_calibration(args)))
-    mode = "all" if args.all_layers or (not args.rankmap and budgeted(args)) else "lrc"  # budgets count every layer
+    budget_map = bool(args.rankmap) and any(read_rankmap(Path(args.rankmap)).get(k) is not None
+                                            for k in ("target_params", "target_size_mib"))
+    mode = "all" if args.all_layers or budget_map or (not args.rankmap and budgeted(args)) else "lrc"  # every layer
     config = config_from(CompressionConfig, args, mode=mode)
     plan = config_from(PlanConfig, args) if not args.rankmap else None
     recover = _recovery(args)
     source = resolve_model(args.model)
     check_output(Path(args.output), source.path)  # before any work: -o never replaces a user's folder
-    stored = stored_dtypes(source.safetensors_files())[1]  # bf16 in, bf16 out
+    stored = stored_dtypes(source.safetensors_files())  # bf16 in, bf16 out: each tensor as the input stores it
     spectra = SpectraConfig(device=config.device)
     if calib is None and streamable(source):  # tensor by tensor: never the whole model in memory
         weights = greedy_weights(args, _layers_of(source)) if plan is not None else None
@@ -40,17 +43,17 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     else:
         device, dtype = config.placement()
         model = load_model(source, dtype, device)
-        basis, grams, _ = planning_basis(args, source, model) if plan is not None else (None, None, "")
+        weight = compute_spectra(source if source.streamable else model, spectra) if plan is not None else None
+        basis, grams, _ = planning_basis(args, source, model, weight) if weight is not None else (None, None, "")
         weights = greedy_weights(args, discover_layers(model)) if plan is not None else None
-        target = plan_target(source if source.streamable else model, plan=plan, rankmap=args.rankmap, spectra=spectra,
-                             basis=basis, weights=weights, progress=tqdm_progress("spectra"))
+        target = plan_target(model, plan=plan, rankmap=args.rankmap, basis=basis or weight, weights=weights)
         if config.act_svd and grams is None:
             assert calib is not None
             batches, _ = calibration_batches(model, load_tokenizer(source), calib)
             grams = collect_grams(model, batches, list(target_ranks(target)), tqdm_progress("calibration"))
         report = compress_to(model, target, config, grams if config.act_svd else None, tqdm_progress("compress"))
-        save_compressed(model, Path(args.output), report, source.path, source.label, dtype=stored)
-    result = _summary(args, source.label, Path(args.output), report, stored)
+        save_compressed(model, Path(args.output), report, source.path, source.label, stored=stored)
+    result = _summary(args, source.label, Path(args.output), report, stored[1])
     if recover is not None:
         tuned = run_finetune(args.output, recover, Path(f"{args.output}-{recover.mode}"),
                              tqdm_progress(f"finetune {recover.mode}"))

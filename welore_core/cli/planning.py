@@ -68,14 +68,15 @@ def needs_calibration(args: argparse.Namespace) -> bool:
     return args.strategy == "whitened" or (args.strategy == "greedy" and bool(args.calib))
 
 
-def planning_basis(args: argparse.Namespace, source: ModelSource,
-                   model: torch.nn.Module) -> tuple[Spectra | None, dict[str, torch.Tensor] | None, str]:
-    """(whitened spectra, Gram matrices, calibration digest) when the strategy plans on data, else Nones."""
+def planning_basis(args: argparse.Namespace, source: ModelSource, model: torch.nn.Module,
+                   weight: Spectra) -> tuple[Spectra | None, dict[str, torch.Tensor] | None, str]:
+    """(whitened spectra of the layers `weight` analyses, Gram matrices, calibration digest) when the strategy
+    plans on data, else Nones."""
     if args.strategy not in DATA_AWARE or not needs_calibration(args):
         return None, None, ""
     calib = calibration(args, needed=True)
     assert calib is not None
-    return calibrated_spectra(model, load_tokenizer(source), calib, progress=tqdm_progress("calibration"))
+    return calibrated_spectra(model, load_tokenizer(source), calib, progress=tqdm_progress("calibration"), like=weight)
 
 
 def greedy_weights(args: argparse.Namespace, layers: list[Any]) -> dict[str, float] | None:

@@ -48,7 +48,12 @@ def size_to_pct(layers: list[LayerInfo], total_params: int, size_mib: float, dty
 
 def uniform_param_ranks(layers: list[LayerInfo], ratio: float) -> np.ndarray:
     """The peers' uniform allocation: every matrix keeps (1 - ratio) of its parameters as A·B."""
-    ranks = [math.floor(l.shape[0] * l.shape[1] * (1.0 - ratio) / (l.shape[0] + l.shape[1])) for l in layers]
+    if ratio <= 0:
+        return np.array([l.full_rank for l in layers])  # nothing to remove: nothing to truncate
+    ranks = []
+    for l in layers:
+        r = max(1, math.floor(l.shape[0] * l.shape[1] * (1.0 - ratio) / (l.shape[0] + l.shape[1])))
+        ranks.append(r if l.factored_params(r) < l.dense_params else l.full_rank)  # saves nothing: stay dense
     return np.clip(np.array(ranks), 1, [l.full_rank for l in layers])
 
 

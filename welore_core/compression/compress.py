@@ -176,17 +176,28 @@ def _factors(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None,
     return (module, weight, *factors_of(weight, rank, gram, config))
 
 
-def factors_of(weight: torch.Tensor, rank: int, gram: torch.Tensor | None,
-               config: CompressionConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (out, r) and B (r, in) of `weight` (out, in): computed on the config's device in svd_dtype (one layer
-    at a time, whatever the stored dtype), returned in the weight's dtype and on its device."""
+def _work_factors(weight: torch.Tensor, rank: int, gram: torch.Tensor | None,
+                  config: CompressionConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A and B on the config's device in svd_dtype (one layer at a time, whatever the stored dtype)."""
     dtype = getattr(torch, config.svd_dtype)
     work = config.placement()[0]
     if gram is not None:
-        a, b = whitened_factors(weight.to(work), rank, gram.to(work), config.damp, dtype)
-    else:
-        a, b = svd_factors(weight.to(work), rank, dtype)
+        return whitened_factors(weight.to(work), rank, gram.to(work), config.damp, dtype)
+    return svd_factors(weight.to(work), rank, dtype)
+
+
+def factors_of(weight: torch.Tensor, rank: int, gram: torch.Tensor | None,
+               config: CompressionConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (out, r) and B (r, in) of `weight` (out, in), returned in the weight's dtype and on its device."""
+    a, b = _work_factors(weight, rank, gram, config)
     return a.to(weight.device, weight.dtype), b.to(weight.device, weight.dtype)
+
+
+def truncated_of(weight: torch.Tensor, rank: int, gram: torch.Tensor | None, config: CompressionConfig) -> torch.Tensor:
+    """The rank-r approximation A·B of `weight` (out, in), multiplied in svd_dtype on the config's device and
+    rounded once to the weight's dtype (a bf16 product of bf16 factors would round twice)."""
+    a, b = _work_factors(weight, rank, gram, config)
+    return (a @ b).to(weight.device, weight.dtype)
 
 
 def factor_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None = None,
@@ -204,9 +215,10 @@ def truncate_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | 
     """Overwrite the dense weight of `name` with its rank-`rank` approximation (shape unchanged)."""
     if isinstance(model.get_submodule(name), LowRankLinear):
         raise WeLoreError(f"layer {name} is already factored: re-factor it with factor_layer instead")
-    module, _, a, b = _factors(model, name, rank, gram, config or CompressionConfig())
+    module = model.get_submodule(name)
+    weight = _dense_weight(module, name)  # (out, in)
     found = linear_weight(module)
     assert found is not None
     with torch.no_grad():
-        approx = a @ b  # (out, in)
+        approx = truncated_of(weight, rank, gram, config or CompressionConfig())  # (out, in)
         found[0].copy_(approx.T if found[1] else approx)

@@ -58,7 +58,7 @@ def is_compressed_folder(path: Path) -> bool:
 
 
 def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, source_folder: Path | None = None,
-                    base_model: str = "", dtype: torch.dtype | None = None) -> Path:
+                    base_model: str = "", stored: tuple[dict[str, torch.dtype], torch.dtype] | None = None) -> Path:
     """Write a compressed model folder atomically (a temp folder renamed into place): the weights, config,
     tokenizer files of `source_folder`, the rank map `report` applied, and the manifest.
 
@@ -68,17 +68,33 @@ def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, s
     folder = Path(folder)
     check_output(folder, source_folder)
     tensors = _unique_tensors(model)
-    if dtype is not None:  # the input's stored dtype: bf16 in, bf16 out, whatever the model was computed in
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    if stored is not None:  # each tensor in the dtype the input stored it in (a factor: its layer's), bf16 in bf16 out
+        tensors = {k: v.to(_stored_dtype(k, *stored)) if v.is_floating_point() else v for k, v in tensors.items()}
     needed = sum(t.numel() * t.element_size() for t in tensors.values()) + 2**20  # + config, tokenizer, JSON
     with atomic_folder(folder, needed=needed) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        model.config.save_pretrained(tmp)
+        computed = getattr(model.config, "dtype", None)
+        if stored is not None:  # config.json names the dtype the weights are stored in, not the one computed in
+            model.config.dtype = stored[1]
+        try:
+            model.config.save_pretrained(tmp)
+        finally:
+            model.config.dtype = computed
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         report.params_after = count_parameters(model)
         write_metadata(tmp, report, source_folder, base_model)
     return folder
+
+
+def _stored_dtype(name: str, dtypes: dict[str, torch.dtype], default: torch.dtype) -> torch.dtype:
+    """The input's dtype for a tensor of the compressed model: its own, or for a factor its layer's."""
+    for half in (".A.weight", ".B.weight"):
+        if name.endswith(half):
+            return dtypes.get(name.removesuffix(half) + ".weight", default)
+    if name.endswith(".A.bias"):
+        return dtypes.get(name.removesuffix(".A.bias") + ".bias", default)
+    return dtypes.get(name, default)
 
 
 def check_output(folder: Path, source_folder: Path | None) -> None:

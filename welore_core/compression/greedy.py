@@ -42,8 +42,8 @@ def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: fl
             tops[i] = top
         for r in range(2, top + 1):
             items.append((-gain[r - 1] / unit, i, r, unit, r))
-        if by_params and top < layer.full_rank:
-            jump = layer.dense_params - layer.factored_params(top)
+        jump = layer.dense_params - layer.factored_params(top) if by_params else 0
+        if by_params and top < layer.full_rank and jump > 0:  # (a tiny layer may have nothing to jump over)
             ratio = min(float(gain[top:].sum()) / jump, gain[top - 1] / unit if top > 1 else np.inf)
             items.append((-ratio, i, layer.full_rank, jump, layer.full_rank))
     if by_params:

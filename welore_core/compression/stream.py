@@ -16,17 +16,19 @@ import json
 import shutil
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import WeLoreError
 from ..models import (LayerInfo, ModelSource, TensorIndex, count_parameters, index_params, meta_model, source_layers,
                       tensor_index)
 from ..utils import Progress, atomic_folder
-from .compress import CompressionConfig, Target, factors_of, layer_targets
+from .compress import CompressionConfig, Target, factors_of, layer_targets, truncated_of
 from .folder import CompressionReport, check_output, write_metadata
 
 
@@ -69,7 +71,7 @@ def compress_streamed(source: ModelSource, target: Target, config: CompressionCo
         for i, (file, names) in enumerate(shards.items(), 1):
             out_name = "model.safetensors" if len(shards) == 1 else f"model-{i:05d}-of-{len(shards):05d}.safetensors"
             tensors: dict[str, torch.Tensor] = {}
-            with safe_open(str(file), framework="pt") as fh:
+            with _readable(file), safe_open(str(file), framework="pt") as fh:
                 for name in names:
                     if name in changes:
                         t = changes[name]
@@ -102,6 +104,15 @@ def compress_streamed(source: ModelSource, target: Target, config: CompressionCo
     return report
 
 
+@contextmanager
+def _readable(file: Path) -> Iterator[None]:
+    """A damaged or truncated shard is one line naming it, as in every other read of weights."""
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as err:
+        raise WeLoreError(f"{file}: cannot read weights ({err})") from None
+
+
 def _by_file(index: TensorIndex) -> dict[Path, list[str]]:
     """Tensor names per shard, in the order the shards and their headers list them."""
     shards: dict[Path, list[str]] = defaultdict(list)
@@ -114,14 +125,14 @@ def _compress(layer: LayerInfo, rank: int, stored: torch.Tensor, index: TensorIn
               factored: bool) -> dict[str, torch.Tensor]:
     """The output tensors of one layer: its factors (and bias, moved to A), or its truncation in place."""
     weight = stored.T if layer.transposed else stored  # (out, in)
-    a, b = factors_of(weight, rank, None, config)  # on the device, upcast; back in the stored dtype
     if factored:
+        a, b = factors_of(weight, rank, None, config)  # on the device, upcast; back in the stored dtype
         pieces = {f"{layer.name}.A.weight": a.contiguous(), f"{layer.name}.B.weight": b.contiguous()}
         if layer.bias:
             bias_name = f"{layer.name}.bias"
             file = index[bias_name][0]
-            with safe_open(str(file), framework="pt") as fh:
+            with _readable(file), safe_open(str(file), framework="pt") as fh:
                 pieces[f"{layer.name}.A.bias"] = fh.get_tensor(bias_name)
         return pieces
-    approx = a @ b  # (out, in), as compress_to's truncate_layer computes it
+    approx = truncated_of(weight, rank, None, config)  # (out, in), as compress_to's truncate_layer computes it
     return {layer.tensor: (approx.T if layer.transposed else approx).contiguous()}

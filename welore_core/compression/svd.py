@@ -75,9 +75,9 @@ def stream_values(items: Iterable[tuple[K, torch.Tensor]], dtype: str, method: s
             yield key, _guarded(key, weight, dtype, method, device)
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # one LAPACK thread per worker: the workers are the parallelism
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="welore-svd") as pool:
+    try:  # one LAPACK thread per worker, set in each worker's own thread: the workers are the parallelism
+        with ThreadPoolExecutor(workers, thread_name_prefix="welore-svd",
+                                initializer=torch.set_num_threads, initargs=(1,)) as pool:
             pending: list[Future[tuple[K, np.ndarray]]] = []
             for key, weight in items:
                 pending.append(pool.submit(lambda k, w: (k, _guarded(k, w, dtype, method, device)), key, weight))
@@ -86,7 +86,7 @@ def stream_values(items: Iterable[tuple[K, torch.Tensor]], dtype: str, method: s
             for future in pending:
                 yield future.result()
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before)  # the default a thread started later inherits: back to the caller's
 
 
 def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
@@ -128,7 +128,8 @@ def _guarded(key: object, weight: torch.Tensor, dtype: str, method: str, device:
     try:
         return values_of(weight, dtype, method, device)
     except torch.linalg.LinAlgError as err:
-        raise WeLoreError(f"layer {key}: SVD did not converge ({err}); try --dtype float64") from None
+        hint = "try --method svdvals" if method == "gram" else "try --dtype float64"
+        raise WeLoreError(f"layer {key}: SVD did not converge ({err}); {hint}") from None
 
 
 def _batched(items: Iterable[tuple[K, torch.Tensor]], dtype: str, device: torch.device,

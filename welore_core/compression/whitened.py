@@ -8,8 +8,6 @@ output error of each layer.
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 from torch import nn
@@ -32,9 +30,12 @@ def whitened_values(weight: torch.Tensor, gram: torch.Tensor, damp: float = 1e-2
 
 
 def whitened_spectra(model: nn.Module, grams: dict[str, torch.Tensor], calib_digest: str = "", damp: float = 1e-2,
-                     label: str | None = None, progress: Progress | None = None) -> Spectra:
-    """σ(W L) of every linear layer in the blocks of `model`, from `collect_grams` statistics."""
-    layers = discover_layers(model)
+                     label: str | None = None, progress: Progress | None = None,
+                     like: Spectra | None = None) -> Spectra:
+    """σ(W L) of every linear layer in the blocks of `model` (or of the layers `like` analyses, with its model
+    label and weights' fingerprint, so a plan on them is recorded as one of these weights), from
+    `collect_grams` statistics. The calibration digest is kept in the Spectra's notes."""
+    layers = like.layers if like is not None else discover_layers(model)
     missing = [l.name for l in layers if l.name not in grams]
     if missing:
         raise WeLoreError(f"no calibration statistics for {len(missing)} layer(s), e.g. {missing[0]}")
@@ -50,16 +51,20 @@ def whitened_spectra(model: nn.Module, grams: dict[str, torch.Tensor], calib_dig
                               "raise the damping") from None
         if progress:
             progress(i, len(layers), layer.name)
-    identity = hashlib.sha256(f"{module_fingerprint(model, layers)}:{calib_digest}:{damp}".encode()).hexdigest()
-    label = label or str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__)
-    return Spectra(label, identity, SpectraConfig(dtype="float64", method="gram", use_cache=False), layers, values,
-                   count_parameters(model), basis="whitened")
+    fingerprint = like.fingerprint if like is not None else module_fingerprint(model, layers)
+    label = label or (like.model if like is not None else
+                      str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__))
+    return Spectra(label, fingerprint, SpectraConfig(dtype="float64", method="gram", use_cache=False), layers, values,
+                   count_parameters(model), notes=[f"whitened by calibration text {calib_digest[:16]}, damp {damp:g}"],
+                   basis="whitened")
 
 
 def calibrated_spectra(model: nn.Module, tokenizer: object, calib: Calibration, damp: float = 1e-2,
-                       progress: Progress | None = None) -> tuple[Spectra, dict[str, torch.Tensor], str]:
-    """Whitened spectra of `model` from `calib`'s text, with the Gram matrices (ActSVD reuses them) and the
-    text's digest: one calibration pass for both."""
+                       progress: Progress | None = None,
+                       like: Spectra | None = None) -> tuple[Spectra, dict[str, torch.Tensor], str]:
+    """Whitened spectra of `model` from `calib`'s text (of the layers `like` analyses, when given), with the
+    Gram matrices (ActSVD reuses them) and the text's digest: one calibration pass for both."""
     batches, digest = calibration_batches(model, tokenizer, calib)
-    grams = collect_grams(model, batches, [l.name for l in discover_layers(model)], progress)
-    return whitened_spectra(model, grams, digest, damp), grams, digest
+    layers = like.layers if like is not None else discover_layers(model)
+    grams = collect_grams(model, batches, [l.name for l in layers], progress)
+    return whitened_spectra(model, grams, digest, damp, like=like), grams, digest

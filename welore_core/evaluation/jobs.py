@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from ..errors import WeLoreError
 from ..utils import Progress, cache_dir
+from ..utils.devices import DEFAULT_THREADS
 from .registry import connect
 
 JobFn = Callable[[Progress], dict[str, Any]]
@@ -151,6 +154,7 @@ def start_job(kind: str, params: dict[str, Any], fn: JobFn, store: JobStore | No
         store.progress(job_id, done, total, message)
 
     def run() -> None:
+        torch.set_num_threads(DEFAULT_THREADS)  # not whatever another thread's pool left as the default
         try:
             progress(0, 0, "starting")
             store.finish(job_id, fn(progress))

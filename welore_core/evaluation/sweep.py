@@ -37,7 +37,7 @@ def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eva
     ids, data_hash = token_ids(loaded, eval_config)
     grams, digest, whitened = None, "", None
     if calib is not None and (compression.act_svd or set(strategies) & set(DATA_AWARE)):
-        whitened, grams, digest = calibrated_spectra(loaded.model, loaded.tokenizer, calib)
+        whitened, grams, digest = calibrated_spectra(loaded.model, loaded.tokenizer, calib, like=spectra)
     extra = compression.identity(calib, digest)
     rows = []
     for i, config in enumerate([None, *points], 1):

@@ -1,8 +1,10 @@
 """The training loop of a fine-tuning run: an `accelerate.Accelerator` loop over one prepared model.
 
 Under `accelerate launch` the same code runs once per process (DDP): each process trains on its share of
-the global batch (so N processes follow one process with N times the batch), gradients and the reported
-loss are averaged across processes, and only the main process writes checkpoints. Memory is measured over the loop only: CUDA max allocated on GPU; on CPU the process's peak
+the global batch, gradients and the reported loss are averaged across processes (so, for text windows of
+equal length, N processes follow one process with N times the batch; for downstream tasks whose answers
+differ in length the per-process means weigh tokens slightly differently), and only the main process
+writes checkpoints. Memory is measured over the loop only: CUDA max allocated on GPU; on CPU the process's peak
 RSS (VmHWM), reset before the first step through /proc/self/clear_refs where the kernel allows it.
 """
 from __future__ import annotations
@@ -106,14 +108,18 @@ class Session:
             mask = batch.get("attention_mask")
             tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
         mean_loss = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))  # the same on every process
-        if not math.isfinite(mean_loss):  # stop before the update: the model and its checkpoints stay good
+        # the total gradient norm (clipped to max_grad_norm when set): inf or NaN gradients under a finite loss
+        # (a half-precision overflow) must not reach the weights either
+        norm = float(acc.clip_grad_norm_(list(self.prepared.trainable.values()), config.max_grad_norm or math.inf))
+        overflow_handled = getattr(acc, "scaler", None) is not None  # fp16: the grad scaler skips such a step itself
+        if not (math.isfinite(mean_loss) and (math.isfinite(norm) or overflow_handled)):  # stop before the update
             self.optimizer.zero_grad(set_to_none=True)
+            what = f"loss became {mean_loss}" if not math.isfinite(mean_loss) else f"gradient norm became {norm}"
             latest = latest_checkpoint(self.root)
             kept = f"the last good checkpoint is {latest[0]}" if latest else "no checkpoint was written yet"
-            raise WeLoreError(f"{config.mode}: the training loss became {mean_loss} at step {step + 1}, so training "
-                              f"stopped before that update ({kept}); lower the learning rate (now {config.lr:g})")
-        if config.max_grad_norm:
-            acc.clip_grad_norm_(list(self.prepared.trainable.values()), config.max_grad_norm)
+            raise WeLoreError(f"{config.mode}: the training {what} at step {step + 1}, so training stopped before "
+                              f"that update ({kept}); a lower learning rate (now {config.lr:g}) is another run: "
+                              f"write it to another output, or delete {self.root}")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

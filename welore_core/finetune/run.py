@@ -9,6 +9,7 @@ the same call resumes from the last checkpoint, or returns the finished result.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,9 @@ def _accelerator(config: FinetuneConfig) -> Any:
     from accelerate.state import AcceleratorState, PartialState
 
     settings = {"cpu": config.device == "cpu", "mixed_precision": config.precision()}
+    device = config.placement()[0]
+    if device.type == "cuda" and device.index is not None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        torch.cuda.set_device(device)  # accelerate places a single process on the current device: make it this one
     try:
         return Accelerator(**settings)
     except ValueError as err:

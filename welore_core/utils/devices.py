@@ -5,6 +5,8 @@ import torch
 
 from ..errors import WeLoreError
 
+DEFAULT_THREADS = torch.get_num_threads()  # at import: what a new worker thread (a dashboard job) should run with
+
 
 def parse_device(name: str, field: str = "device") -> torch.device:
     """A torch.device for `name`; "auto" is the first CUDA device when there is one, else the CPU."""

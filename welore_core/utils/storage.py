@@ -98,17 +98,19 @@ def atomic_folder(folder: Path, create: bool = True, needed: int | None = None) 
     Ctrl-C) it is removed, leaving `folder` as it was. With `needed` (bytes), a device with less free space is
     refused before anything is written; a full disk during the block is one line naming `folder`."""
     folder = Path(folder)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     if needed:
         check_space(folder, needed)
-    shutil.rmtree(tmp, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))  # unique per writer (threads)
+    if not create:
+        tmp.rmdir()  # the writer makes it; the name stays this writer's own
     try:
-        if create:
-            tmp.mkdir(parents=True)
         yield tmp
-        if folder.exists():
-            shutil.rmtree(folder)
+        old = folder.parent / f".{folder.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+        if folder.exists():  # set aside, then swap in: the folder is never half-deleted under a reader
+            os.replace(folder, old)
         os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException as err:
         written = _tree_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
