@@ -219,7 +219,7 @@ def test_a_rank_map_with_a_non_finite_number_is_refused(value: str, llama_dir: P
 
 @pytest.mark.parametrize("argv, message", [
     (["plan", "--strategy", "bogus"], "plan: argument --strategy: invalid choice: 'bogus' (choose from 'welore', "
-                                      "'uniform', 'energy', 'whitened', 'greedy')"),
+                                      "'uniform', 'energy', 'whitened', 'greedy', 'fisher')"),
     (["eval", "--tokens", "many"], "eval: argument --tokens: invalid int value: 'many'"),
     (["compress", "--err", "30"], "compress: the following arguments are required: -o/--output"),
     (["frobnicate"], "argument command: invalid choice: 'frobnicate' (choose from"),

@@ -56,17 +56,18 @@ def _field_type(cls: type, name: str) -> Any:
 
 
 def option(p: argparse.ArgumentParser, cls: type, name: str, help: str, flag: str | None = None,
-           choices: Sequence[Any] | None = None, default: Any = MISSING) -> None:
+           choices: Sequence[Any] | None = None, default: Any = MISSING, dest: str | None = None) -> None:
     """`--name` for field `name` of config dataclass `cls`, with the field's default and type (a bool field
-    becomes a switch); `default` overrides the field's default for this command only."""
+    becomes a switch); `default` overrides the field's default for this command only, `dest` names the
+    attribute when two configs share a field name."""
     field = next(f for f in fields(cls) if f.name == name)
     value = default if default is not MISSING else field.default
     flag = flag or "--" + name.replace("_", "-")
     if _field_type(cls, name) is bool:
-        p.add_argument(flag, dest=name, action="store_false" if value else "store_true", help=help)
+        p.add_argument(flag, dest=dest or name, action="store_false" if value else "store_true", help=help)
         return
     shown = "" if value is None or value == "" else f" (default: {value})"
-    p.add_argument(flag, dest=name, type=_field_type(cls, name), default=value, choices=choices,
+    p.add_argument(flag, dest=dest or name, type=_field_type(cls, name), default=value, choices=choices,
                    help=help.replace("%", "%%") + shown)
 
 

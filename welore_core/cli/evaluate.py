@@ -50,7 +50,8 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     mode = "all" if args.all_layers or params else "lrc"  # a parameter budget counts every layer the smaller way
     config = CompressionConfig(mode=mode, act_svd=args.act_svd)
-    calib = calibration(args, needed="whitened" in strategies or ("greedy" in strategies and bool(args.calib)))
+    calib = calibration(args, needed=bool({"whitened", "fisher"} & set(strategies))
+                        or ("greedy" in strategies and bool(args.calib)))
     df = sweep(args.model, errs, strategies, config_from(EvalConfig, args), config, tqdm_progress("sweep"),
                calib=calib, params=params)
     out = Path(args.output)
@@ -90,9 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--errs", default="10,20,30,40,50", help="comma-separated ERR percentages (default: 10,20,30,40,50)")
     p.add_argument("--params", help="comma-separated parameter budgets (percent removed) instead of --errs")
     p.add_argument("--strategies", default="welore,uniform",
-                   help="comma-separated strategies: welore, uniform, energy, whitened, greedy (default: welore,uniform)")
+                   help="comma-separated strategies: welore, uniform, energy, whitened, greedy, fisher (default: welore,uniform)")
     p.add_argument("--all-layers", action="store_true", help="every layer at its rank (the paper's Table 1 set-up)")
-    calibration_options(p, sizes=False)
+    calibration_options(p)
     p.add_argument("-o", "--output", default="out/sweep", help="folder for sweep.csv, sweep.json, sweep.html")
     eval_options(p)
     add_output(p)

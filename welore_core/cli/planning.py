@@ -26,9 +26,9 @@ def target_options(p: argparse.ArgumentParser, k: bool = False) -> None:
                                     "compression then stores every layer the smaller way)")
     option(p, PlanConfig, "size_mib", "or: the whole model's size in MiB", flag="--size")
     option(p, PlanConfig, "size_dtype", "bytes per parameter of --size", choices=list(BYTES))
-    option(p, PlanConfig, "strategy", "rank allocation (whitened needs --calib; greedy uses it when given)",
+    option(p, PlanConfig, "strategy", "rank allocation (whitened and fisher need --calib; greedy uses it when given)",
            choices=STRATEGIES)
-    p.add_argument("--sensitivity", help="greedy: weight layers by a `welore sensitivity -o DIR` result "
+    p.add_argument("--sensitivity", help="greedy and fisher: weight layers by a `welore sensitivity -o DIR` result "
                                          "(DIR/sensitivity.csv)")
 
 
@@ -41,14 +41,13 @@ def budgeted(args: argparse.Namespace) -> bool:
     return args.params is not None or args.size_mib is not None
 
 
-def calibration_options(p: argparse.ArgumentParser, sizes: bool = True, act_svd: bool = True) -> None:
+def calibration_options(p: argparse.ArgumentParser, act_svd: bool = True) -> None:
     if act_svd:
         option(p, CompressionConfig, "act_svd", "activation-whitened SVD (SVD-LLM) instead of weight SVD")
     p.add_argument("--calib", help="calibration text for ActSVD and the data-aware strategies: a file, wikitext2, "
                                    "tinyshakespeare or hub:NAME")
-    if sizes:
-        option(p, Calibration, "samples", "calibration windows", flag="--calib-samples")
-        option(p, Calibration, "seqlen", "tokens per calibration window", flag="--calib-seqlen")
+    option(p, Calibration, "samples", "calibration windows", flag="--calib-samples", dest="calib_samples")
+    option(p, Calibration, "seqlen", "tokens per calibration window", flag="--calib-seqlen", dest="calib_seqlen")
 
 
 def calibration(args: argparse.Namespace, needed: bool = False) -> Calibration | None:
@@ -59,13 +58,12 @@ def calibration(args: argparse.Namespace, needed: bool = False) -> Calibration |
     if not args.calib:
         what = "--act-svd" if getattr(args, "act_svd", False) else f"--strategy {args.strategy}"
         raise WeLoreError(f"{what} needs --calib PATH (a text file for activation statistics)")
-    sizes = {"samples": args.samples, "seqlen": args.seqlen} if hasattr(args, "samples") else {}
-    return Calibration(args.calib, **sizes)
+    return Calibration(args.calib, samples=args.calib_samples, seqlen=args.calib_seqlen)
 
 
 def needs_calibration(args: argparse.Namespace) -> bool:
-    """whitened always; greedy when --calib is given (else it spends the budget on the weight spectra)."""
-    return args.strategy == "whitened" or (args.strategy == "greedy" and bool(args.calib))
+    """whitened and fisher always; greedy when --calib is given (else it spends the budget on the weight spectra)."""
+    return args.strategy in ("whitened", "fisher") or (args.strategy == "greedy" and bool(args.calib))
 
 
 def planning_basis(args: argparse.Namespace, source: ModelSource, model: torch.nn.Module,
@@ -76,7 +74,8 @@ def planning_basis(args: argparse.Namespace, source: ModelSource, model: torch.n
         return None, None, ""
     calib = calibration(args, needed=True)
     assert calib is not None
-    return calibrated_spectra(model, load_tokenizer(source), calib, progress=tqdm_progress("calibration"), like=weight)
+    return calibrated_spectra(model, load_tokenizer(source), calib, progress=tqdm_progress("calibration"), like=weight,
+                              fisher=args.strategy == "fisher")
 
 
 def greedy_weights(args: argparse.Namespace, layers: list[Any]) -> dict[str, float] | None:

@@ -5,7 +5,8 @@
                     so that the pooled fraction below it is the target ERR
 3. `plan`           ranks of every layer and the LRC / N-LRC partition (with the uniform and energy
                     baselines), for an ERR, a k, or a parameter / size budget (`budget`); data-aware
-                    allocations on whitened spectra (`whitened`, `greedy`); `summary` tables of a plan;
+                    allocations on whitened spectra (`whitened`, `greedy`; `fisher` weighs them by the loss's
+                    output Fisher); `summary` tables of a plan;
                     `rankmap` the plan as JSON (+ `schemas/`)
 4. `lowrank`        the low-rank layer W = A·B, A = U_r √S_r, B = √S_r V_rᵀ
 5. `compress`       applies a plan to a model (`compress_to`); `stream` to a checkpoint, tensor by tensor;
@@ -21,7 +22,7 @@ from .compress import (MODES, CompressionConfig, LayerTarget, Target, compress_t
 from .folder import (FORMAT, CompressionReport, is_compressed_folder, load_compressed, load_model, read_manifest,
                      read_report, save_compressed)
 from .lowrank import LowRankLinear, svd_factors, truncate_weight
-from .plan import (BYTES_PER_PARAM, DATA_AWARE, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanConfig, PlanTotals, RankPlan, Scores,
+from .plan import (BYTES_PER_PARAM, DATA_AWARE, GREEDY, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanConfig, PlanTotals, RankPlan, Scores,
                    err_for_k, make_plan, plan_from_ranks, plan_totals, prepare_scores)
 from .rankmap import (SCHEMA_ID, check_rankmap, custom_rankmap, missing_layers, plan_from_rankmap, rankmap_dict,
                       rankmap_schema, read_rankmap, save_rankmap)
@@ -30,14 +31,15 @@ from .spectra import Spectra, SpectraConfig, compute_spectra, effective_rank, si
 from .summary import plan_by_type, plan_grid, spectra_by_type
 from .budget import kept_params, removed_pct, uniform_param_ranks
 from .greedy import greedy_ranks, sensitivity_weights, truncation_loss
-from .whitened import calibrated_spectra, whitened_spectra, whitened_values
+from .fisher import fisher_spectra, output_fisher
+from .whitened import calibrated_fisher, calibrated_spectra, whitened_spectra, whitened_values
 from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper_threshold, rank_at_k,
                         solve_threshold, solve_threshold_below)
 
-__all__ = ["BYTES_PER_PARAM", "DATA_AWARE", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
+__all__ = ["BYTES_PER_PARAM", "DATA_AWARE", "GREEDY", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
            "Calibration", "CompressionConfig", "CompressionReport", "LayerPlan", "LayerTarget", "LowRankLinear",
            "PlanConfig", "PlanTotals", "RankPlan", "Scores", "Spectra", "SpectraConfig", "Target",
-           "calibrated_spectra", "calibration_batches", "greedy_ranks", "kept_params", "removed_pct",
+           "calibrated_fisher", "calibrated_spectra", "fisher_spectra", "output_fisher", "calibration_batches", "greedy_ranks", "kept_params", "removed_pct",
            "sensitivity_weights", "truncation_loss", "uniform_param_ranks", "whitened_spectra", "whitened_values", "check_rankmap", "collect_grams", "compress_streamed", "compress_to", "compute_spectra", "count_below",
            "custom_rankmap", "effective_rank", "err_for_k", "factor_layer", "is_compressed_folder", "kept_rank",
            "layer_targets", "load_compressed", "load_model", "make_plan", "missing_layers", "normalize",

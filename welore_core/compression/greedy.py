@@ -20,8 +20,11 @@ from ..models import LayerInfo
 
 
 def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: float | None = None,
-                 err: float | None = None, weights: dict[str, float] | None = None) -> np.ndarray:
-    """Ranks of `layers` meeting a parameter budget (`pct` percent removed) or an ERR (`err` percent)."""
+                 err: float | None = None, weights: dict[str, float] | None = None,
+                 relative: bool = True) -> np.ndarray:
+    """Ranks of `layers` meeting a parameter budget (`pct` percent removed) or an ERR (`err` percent).
+    `relative=False` spends on the dropped energy itself, w_l · Σ_{i>r} s_i² (values already on one scale,
+    as the Fisher-weighted spectra are), instead of its share of the layer's energy."""
     if (pct is None) == (err is None):
         raise WeLoreError("greedy allocation needs exactly one budget: parameters removed or ERR")
     by_params = pct is not None
@@ -33,7 +36,8 @@ def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: fl
         s2 = values[layer.name].astype(np.float64) ** 2
         total = float(s2.sum())
         w = (weights or {}).get(layer.name, 1.0)
-        gain = w * s2 / total if total > 0 else np.zeros_like(s2)  # gain[r] = loss removed by keeping value r
+        scale = 1.0 if not relative else 1.0 / total if total > 0 else 0.0
+        gain = w * scale * s2  # gain[r] = loss removed by keeping value r
         unit = layer.shape[0] + layer.shape[1] if by_params else 1
         spent += layer.factored_params(1) if by_params else 1
         top = layer.full_rank
@@ -60,12 +64,14 @@ def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: fl
 
 
 def truncation_loss(layers: list[LayerInfo], values: dict[str, np.ndarray], ranks: np.ndarray | list[int],
-                    weights: dict[str, float] | None = None) -> float:
-    """Σ_l w_l · Σ_{i>r_l} s_i² / Σ s_i²: what the greedy allocation minimises (for tests and reports)."""
+                    weights: dict[str, float] | None = None, relative: bool = True) -> float:
+    """Σ_l w_l · Σ_{i>r_l} s_i² / Σ s_i² (without the division when not `relative`): what the greedy allocation
+    minimises (for tests and reports)."""
     total = 0.0
     for layer, r in zip(layers, ranks):
         s2 = values[layer.name].astype(np.float64) ** 2
-        total += (weights or {}).get(layer.name, 1.0) * float(s2[int(r):].sum() / s2.sum()) if s2.sum() > 0 else 0.0
+        scale = 1.0 if not relative else 1.0 / s2.sum() if s2.sum() > 0 else 0.0
+        total += (weights or {}).get(layer.name, 1.0) * scale * float(s2[int(r):].sum())
     return total
 
 

@@ -23,8 +23,9 @@ from .budget import BYTES, ranks_at, size_to_pct, solve_k_for_params, uniform_pa
 from .greedy import greedy_ranks
 from .threshold import NORMALIZATIONS, normalize, paper_threshold, solve_threshold, solve_threshold_below
 
-STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy")
-DATA_AWARE = ("whitened", "greedy")  # plan on whitened spectra (calibration statistics), see whitened.py
+STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy", "fisher")
+DATA_AWARE = ("whitened", "greedy", "fisher")  # plan on whitened spectra (calibration statistics): whitened.py, fisher.py
+GREEDY = ("greedy", "fisher")  # no threshold: a budget spent increment by increment (greedy.py)
 BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 LRC_MIN_RATIO = 0.5  # the paper: a layer whose rank drops by more than half is a Low-Rank Component
 
@@ -59,8 +60,8 @@ class PlanConfig:
             raise WeLoreError(f"size_mib must be positive, got {self.size_mib!r}")
         if self.size_dtype not in BYTES:
             raise WeLoreError(f"size_dtype must be one of {', '.join(BYTES)}, got {self.size_dtype!r}")
-        if self.strategy == "greedy" and self.k is not None:
-            raise WeLoreError("the greedy strategy has no threshold k: give err, params or size_mib")
+        if self.strategy in GREEDY and self.k is not None:
+            raise WeLoreError(f"the {self.strategy} strategy has no threshold k: give err, params or size_mib")
         if self.search == "paper" and (self.strategy != "welore" or self.err is None):
             raise WeLoreError("the paper's linear search is defined for the welore strategy with a target ERR")
         if self.err is not None and not 0.0 <= self.err < 100.0:
@@ -170,16 +171,19 @@ def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None
               weights: dict[str, float] | None = None) -> RankPlan:
     """Allocate ranks to every layer of `spectra` according to `config` (`weights`: per-layer sensitivity
     weights for the greedy strategy, `greedy.sensitivity_weights`)."""
-    if config.strategy == "whitened" and spectra.basis != "whitened":
+    if config.strategy == "whitened" and spectra.basis not in ("whitened", "fisher"):
         raise WeLoreError("the whitened strategy plans on whitened spectra: whitened_spectra(model, collect_grams(…))"
+                          " (the CLI's --calib PATH)")
+    if config.strategy == "fisher" and spectra.basis != "fisher":
+        raise WeLoreError("the fisher strategy plans on Fisher-weighted spectra: calibrated_spectra(…, fisher=True)"
                           " (the CLI's --calib PATH)")
     layers = spectra.layers
     full = np.array([l.full_rank for l in layers])
     pct = params_target(spectra, config)
     k: float | None
-    if config.strategy == "greedy":
+    if config.strategy in GREEDY:  # fisher: the dropped energy on the loss's scale, not each layer's share
         ranks, k = greedy_ranks(layers, spectra.values, pct=pct, err=None if pct is not None else config.err,
-                                weights=weights), None
+                                weights=weights, relative=config.strategy == "greedy"), None
     else:
         if scores is None or (scores.strategy, scores.normalization) != (config.strategy, config.normalization):
             scores = prepare_scores(spectra, config.strategy, config.normalization)
@@ -219,7 +223,7 @@ def params_target(spectra: Spectra, config: PlanConfig) -> float | None:
 
 def err_for_k(scores: Scores, k: float) -> float:
     """The inverse of the solve: the ERR (percent) a threshold k gives, without building a plan."""
-    if scores.strategy in ("uniform", "greedy"):
+    if scores.strategy in ("uniform", *GREEDY):
         raise WeLoreError(f"err_for_k needs a threshold strategy's scores, not {scores.strategy}")
     full = sum(a.size for a in scores.ascending)
     kept = int(ranks_at(scores.ascending, k, scores.strategy).sum())

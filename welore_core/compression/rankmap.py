@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import RankMapError, WeLoreError
 from ..models import LayerInfo
 from ..utils import atomic_write_text
-from .plan import PlanConfig, RankPlan, plan_from_ranks
+from .plan import GREEDY, PlanConfig, RankPlan, plan_from_ranks
 from .spectra import Spectra
 
 SCHEMA_ID = "welore.rankmap/v1"
@@ -185,7 +185,7 @@ def plan_from_rankmap(data: dict[str, Any], spectra: Spectra) -> RankPlan:
         target = {"params": data["target_params"]}
     elif data.get("target_size_mib") is not None:
         target = {"size_mib": data["target_size_mib"], "size_dtype": data.get("size_dtype", "bfloat16")}
-    elif strategy != "greedy":
+    elif strategy not in GREEDY:
         target = {"k": data["k"] or 0.0}
     try:
         config = PlanConfig(strategy=strategy, normalization=data["normalization"], min_ratio=data["min_ratio"],

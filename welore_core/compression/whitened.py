@@ -16,6 +16,7 @@ from ..errors import WeLoreError
 from ..models import count_parameters, discover_layers, linear_weight, module_fingerprint
 from ..utils import Progress
 from .actsvd import Calibration, calibration_batches, collect_grams
+from .fisher import fisher_spectra, output_fisher
 from .spectra import Spectra, SpectraConfig
 
 
@@ -60,11 +61,24 @@ def whitened_spectra(model: nn.Module, grams: dict[str, torch.Tensor], calib_dig
 
 
 def calibrated_spectra(model: nn.Module, tokenizer: object, calib: Calibration, damp: float = 1e-2,
-                       progress: Progress | None = None,
-                       like: Spectra | None = None) -> tuple[Spectra, dict[str, torch.Tensor], str]:
+                       progress: Progress | None = None, like: Spectra | None = None,
+                       fisher: bool = False) -> tuple[Spectra, dict[str, torch.Tensor], str]:
     """Whitened spectra of `model` from `calib`'s text (of the layers `like` analyses, when given), with the
-    Gram matrices (ActSVD reuses them) and the text's digest: one calibration pass for both."""
+    Gram matrices (ActSVD reuses them) and the text's digest: one calibration pass for both. With `fisher`,
+    a backward pass over the same windows scales them by each layer's output Fisher (basis "fisher", which
+    every data-aware strategy can plan on: only `fisher` reads the scale)."""
     batches, digest = calibration_batches(model, tokenizer, calib)
     layers = like.layers if like is not None else discover_layers(model)
-    grams = collect_grams(model, batches, [l.name for l in layers], progress)
-    return whitened_spectra(model, grams, digest, damp, like=like), grams, digest
+    names = [l.name for l in layers]
+    grams = collect_grams(model, batches, names, progress)
+    spectra = whitened_spectra(model, grams, digest, damp, like=like)
+    if fisher:
+        spectra = fisher_spectra(spectra, output_fisher(model, batches, names, progress))
+    return spectra, grams, digest
+
+
+def calibrated_fisher(model: nn.Module, tokenizer: object, calib: Calibration, whitened: Spectra,
+                      progress: Progress | None = None) -> Spectra:
+    """The Fisher-weighted spectra beside whitened spectra already made from `calib` (the same windows)."""
+    batches, _ = calibration_batches(model, tokenizer, calib)
+    return fisher_spectra(whitened, output_fisher(model, batches, [l.name for l in whitened.layers], progress))

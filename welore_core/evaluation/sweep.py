@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..compression import (DATA_AWARE, Calibration, CompressionConfig, PlanConfig, SpectraConfig, calibrated_spectra,
-                           compute_spectra, make_plan, prepare_scores)
+from ..compression import (DATA_AWARE, GREEDY, Calibration, CompressionConfig, PlanConfig, Spectra, SpectraConfig,
+                           calibrated_fisher, calibrated_spectra, compute_spectra, make_plan, prepare_scores)
 from ..errors import WeLoreError
 from ..utils import Progress
 from .perplexity import EvalConfig
@@ -24,8 +24,8 @@ def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eva
     row per point plus the dense baseline. Every point's settings are checked before the model is loaded.
     The data-aware strategies plan on whitened spectra from `calib`, whose statistics ActSVD then reuses."""
     compression = compression or CompressionConfig()
-    if (compression.act_svd or "whitened" in strategies) and calib is None:
-        raise WeLoreError("act_svd and the whitened strategy need --calib PATH (activation statistics)")
+    if (compression.act_svd or {"whitened", "fisher"} & set(strategies)) and calib is None:
+        raise WeLoreError("act_svd and the whitened and fisher strategies need --calib PATH (activation statistics)")
     if not (errs or params) or not strategies:
         raise WeLoreError("a sweep needs at least one ERR (or parameter budget) and one strategy")
     points = ([PlanConfig(strategy=s, params=float(p)) for s in strategies for p in params] if params
@@ -36,15 +36,20 @@ def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eva
                               spectra_config or SpectraConfig())
     ids, data_hash = token_ids(loaded, eval_config)
     grams, digest, whitened = None, "", None
+    bases: dict[str, Spectra] = {}
     if calib is not None and (compression.act_svd or set(strategies) & set(DATA_AWARE)):
         whitened, grams, digest = calibrated_spectra(loaded.model, loaded.tokenizer, calib, like=spectra)
+        if "fisher" in strategies:
+            bases["fisher"] = calibrated_fisher(loaded.model, loaded.tokenizer, calib, whitened)
     extra = compression.identity(calib, digest)
     rows = []
     for i, config in enumerate([None, *points], 1):
         start = time.perf_counter()
-        basis = whitened if config is not None and config.strategy in DATA_AWARE and whitened is not None else spectra
+        basis = spectra
+        if config is not None and config.strategy in DATA_AWARE and whitened is not None:
+            basis = bases.get(config.strategy, whitened)
         plan = None if config is None else make_plan(basis, config, prepare_scores(basis, config.strategy)
-                                                     if config.strategy != "greedy" else None)
+                                                     if config.strategy not in GREEDY else None)
         result, cached = evaluate_point(loaded, ids, data_hash, plan, compression, eval_config, registry,
                                         grams if compression.act_svd else None, extra)
         rows.append({"strategy": config.strategy if config else "dense", "target_err": config.err if config else 0.0,
