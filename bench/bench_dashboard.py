@@ -131,7 +131,10 @@ def cold_visit(browser: Any) -> tuple[float, float]:
             page.goto(url)
             page.locator('[data-testid="stProgress"]').first.wait_for(timeout=120_000)
             progress = time.perf_counter() - start
-            page.get_by_text("Achieved ERR", exact=True).wait_for(timeout=600_000)
+            failure = page.locator('[data-testid="stException"]')
+            page.get_by_text("Achieved ERR", exact=True).or_(failure).first.wait_for(timeout=600_000)
+            if failure.count():
+                raise RuntimeError(f"the cold page failed: {failure.first.inner_text()[:500]}")
             metrics = time.perf_counter() - start
             page.close()
     return progress, metrics
@@ -170,18 +173,24 @@ def main(moves: int, loads: int) -> None:
     os.environ.pop("WELORE_MODEL", None)
     wc.compute_spectra(None)  # warm the cache (computes once if needed), as `make run` does
     first7b, rerun7b = server_side()
-    rows = []
+    rows: list[tuple[str, list[float]]] = []
+
+    def add(label: str, times: list[float]) -> None:  # shown as it is measured: a later failure loses nothing
+        rows.append((label, times))
+        print(f"  {label}: median {statistics.median(times):.3f} s, worst {max(times):.3f} s", file=sys.stderr,
+              flush=True)
+
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
         with server(APP, {}) as url:
-            rows.append(("embedded model: navigation -> first chart (warm cache), median", first_chart(browser, url, loads)))
-            rows.append(("embedded model: ERR slider step -> everything updated", slider_moves(browser, url, moves)))
+            add("embedded model: navigation -> first chart (warm cache), median", first_chart(browser, url, loads))
+            add("embedded model: ERR slider step -> everything updated", slider_moves(browser, url, moves))
         app7b = ROOT / f".bench-app7b-{os.getpid()}.py"  # beside app.py: its page paths resolve from there
         app7b.write_text(SEVEN_B.format(bench=str(ROOT / "bench"), root=str(ROOT), app=str(APP)))
         try:
             with server(app7b, {}) as url:
-                rows.append(("7B-scale spectra (224 layers): ERR slider step -> everything updated",
-                             slider_moves(browser, url, moves)))
+                add("7B-scale spectra (224 layers): ERR slider step -> everything updated",
+                    slider_moves(browser, url, moves))
         finally:
             app7b.unlink()
         progress, metrics = cold_visit(browser)

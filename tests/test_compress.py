@@ -311,6 +311,41 @@ def test_a_tied_model_loads_tied_while_another_thread_is_building_one(tmp_path: 
     assert head is embed and head.device.type == "cpu"
 
 
+@pytest.mark.slow
+def test_threads_that_first_use_transformers_at_once_all_get_it(llama_dir: Path) -> None:
+    """Two dashboard sessions opening a model at once in a fresh server: transformers' lazy module must not
+    hand one of them a half-imported submodule ("cannot import name 'AutoConfig'")."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys, threading
+import welore_core as wc
+from welore_core.models import load_tokenizer, meta_model
+assert "transformers" not in sys.modules
+source = wc.resolve_model({str(llama_dir)!r})
+gate, errors, built = threading.Barrier(8), [], []
+def run(i):
+    gate.wait()
+    try:  # different first names: the model classes, the tokenizer classes
+        built.append(type(meta_model(source)).__name__ if i % 2 else "tokenizer")
+        if not i % 2:
+            load_tokenizer(source)
+    except wc.WeLoreError as err:
+        if "tokenizer" not in str(err):
+            errors.append(repr(err))
+    except Exception as err:
+        errors.append(repr(err))
+threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors or built)
+assert not errors and sorted(built) == ["LlamaForCausalLM"] * 4 + ["tokenizer"] * 4
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("make, kwargs", [(tiny_llama, {"bias": True}), (tiny_gpt2, {})])
 @pytest.mark.parametrize("mode", ["lrc", "all"])
 def test_streamed_compression_equals_the_in_memory_path(make, kwargs, mode: str, tmp_path: Path,  # type: ignore[no-untyped-def]

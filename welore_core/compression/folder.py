@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import WeLoreError
 from ..models import (MANIFEST, ModelSource, building, check_fits, count_parameters, empty_weights, index_params,
                       linear_weight, load_pretrained, set_module, tensor_index)
-from ..utils import atomic_folder, atomic_write_text, read_json
+from ..utils import atomic_folder, atomic_write_text, read_json, transformers_ready
 from .lowrank import LowRankLinear
 
 FORMAT = "welore.compressed/v1"
@@ -155,6 +155,7 @@ def load_compressed(folder: Path, dtype: str | torch.dtype = "float32", device: 
     onto `device` and cast to `dtype` there)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+    transformers_ready()  # the first import, one thread at a time
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)

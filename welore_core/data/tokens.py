@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import WeLoreError
-from ..utils import atomic_write_bytes, cache_dir
+from ..utils import atomic_write_bytes, cache_dir, transformers_ready
 from .corpus import Corpus
 
 LOCAL_TOKENIZERS = ("byte", "char")
@@ -60,6 +60,7 @@ def tokenize(corpus: Corpus, tokenizer: str) -> Tokens:
         table = {c: i for i, c in enumerate(chars)}
         ids = np.fromiter((table[c] for c in corpus.text), dtype=np.int64, count=len(corpus.text))
         return Tokens(ids, len(chars), {"kind": "char", "chars": chars}, corpus.name, corpus.digest)
+    transformers_ready()  # the first import, one thread at a time
     from transformers import AutoTokenizer
 
     try:

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import WeLoreError
 from ..models import building
-from ..utils import cache_dir, parse_device, read_json
+from ..utils import cache_dir, parse_device, read_json, transformers_ready
 
 _TRAIN_FIELDS = ("steps", "every", "batch_size", "seqlen", "lr", "warmup")
 
@@ -155,6 +155,7 @@ def default_folder(config: DynamicsConfig) -> Path:
 
 def build_model(config: DynamicsConfig, vocab_size: int) -> torch.nn.Module:
     """A freshly initialised LlamaForCausalLM (seeded) for the preset and the tokenizer's vocabulary."""
+    transformers_ready()  # the first import, one thread at a time
     from transformers import LlamaConfig, LlamaForCausalLM
 
     try:

@@ -9,7 +9,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..errors import WeLoreError
-from ..utils import atomic_folder
+from ..utils import atomic_folder, transformers_ready
 from .build import building
 
 
@@ -34,6 +34,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 
 def _convert(gguf: Path, out: Path, marker: Path, stamp: dict[str, Any]) -> None:
     import torch
+    transformers_ready()  # the first import, one thread at a time
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:

@@ -5,13 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import WeLoreError
+from ..utils import transformers_ready
 from .build import building
 from .source import ModelSource
+
 
 def load_pretrained(source: ModelSource, dtype: Any = "float32", device: Any = "cpu") -> Any:
     """The causal LM of a plain (not compressed) source, every weight from the checkpoint, in `dtype` (a torch
     dtype or its name) on `device`; off the CPU the weights go straight to the device, with no host copy."""
     import torch
+
+    transformers_ready()  # the first import, one thread at a time
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -38,6 +42,8 @@ def load_pretrained(source: ModelSource, dtype: Any = "float32", device: Any = "
 def meta_model(source: ModelSource) -> Any:
     """The model's module tree on the meta device: names and types with no memory for weights."""
     import torch
+
+    transformers_ready()  # the first import, one thread at a time
     from transformers import AutoConfig, AutoModelForCausalLM
 
     assert source.config_path is not None
@@ -51,6 +57,7 @@ def meta_model(source: ModelSource) -> Any:
 
 def load_tokenizer(source: ModelSource) -> Any:
     """The source's tokenizer (from its folder), or a one-line error saying why there is none."""
+    transformers_ready()  # the first import, one thread at a time
     from transformers import AutoTokenizer
 
     try:
