@@ -5,8 +5,7 @@ Truncating layer l changes its output by δY = (W - W_r) X, with ‖δY‖_F² =
 output; with F ≈ f_l I, f_l the mean squared gradient ∂ℓ/∂y over the calibration tokens and output units,
 the expected increase is ∝ f_l · Σ_{i>r} σ_i(W L)². So the values √f_l · σ(W L) put every layer's cuts on one
 scale, the loss's, and the `fisher` strategy spends a budget greedily on them in absolute terms: layers whose
-outputs the loss barely notices (f_l small) give rank first, whatever their relative error. On the embedded model
-f_l × output energy differs about 70x across layer types (down_proj highest), which relative output errors miss.
+outputs the loss barely notices (f_l small) give rank first, whatever their relative error.
 
 One backward pass per calibration window, parameters frozen; the model is left as it was found.
 """
