@@ -180,7 +180,7 @@ def main(moves: int, loads: int) -> None:
         print(f"  {label}: median {statistics.median(times):.3f} s, worst {max(times):.3f} s", file=sys.stderr,
               flush=True)
 
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
+    with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
         with server(APP, {}) as url:
             add("embedded model: navigation -> first chart (warm cache), median", first_chart(browser, url, loads))

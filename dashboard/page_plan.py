@@ -13,8 +13,7 @@ from dashboard import cached, plan_tabs
 from dashboard.state import picked_model, spectra_with_progress
 
 TABS = ["Rank plan", "Spectra", "Layers", "Compare strategies", "Rank map"]
-CALIBRATED = ("whitened", "fisher")  # plan on calibrated spectra: the CLI's --calib
-STRATEGIES = [s for s in wc.STRATEGIES if s not in CALIBRATED]
+STRATEGIES = [s for s in wc.STRATEGIES if s not in wc.CALIBRATED]  # those plan on calibrated spectra: CLI --calib
 K_LABELS = {"welore": "Threshold k (normalised singular value)", "energy": "k: energy kept per layer",
             "uniform": "k: reduction ratio (follows ERR)", "greedy": "k: none (greedy has no threshold)"}
 

@@ -71,7 +71,7 @@ def layers_tab(spectra: wc.Spectra, plan: wc.RankPlan) -> None:
 def compare_tab(spectra: wc.Spectra, plan: wc.RankPlan) -> None:
     a = plan.config.strategy
     c1, c2, c3 = st.columns(3)
-    others = [s for s in wc.STRATEGIES if s not in (a, "whitened", "fisher")]  # these need calibrated spectra (CLI)
+    others = [s for s in wc.STRATEGIES if s != a and s not in wc.CALIBRATED]  # those need calibrated spectra (CLI)
     b = c1.selectbox("Compare with", others, key="compare_strategy")
     norm_b = c2.selectbox("its normalisation", list(wc.NORMALIZATIONS), key="compare_norm", disabled=b != "welore")
     match = c3.radio("At equal", ["ERR", "parameters"], horizontal=True, key="compare_match",

@@ -17,7 +17,7 @@ This module is the public API: what the dashboard and users' scripts import.
 from __future__ import annotations
 
 from . import figures
-from .compression import (BYTES_PER_PARAM, LRC_MIN_RATIO, NORMALIZATIONS, SCHEMA_ID, STRATEGIES, Calibration,
+from .compression import (BYTES_PER_PARAM, CALIBRATED, LRC_MIN_RATIO, NORMALIZATIONS, SCHEMA_ID, STRATEGIES, Calibration,
                           CompressionConfig, CompressionReport, LayerPlan, LowRankLinear, PlanConfig, PlanTotals,
                           RankPlan, Scores, Spectra, SpectraConfig, Target, calibration_batches, check_rankmap,
                           collect_grams, compress_to, compute_spectra, effective_rank, err_for_k, load_compressed,
@@ -47,7 +47,7 @@ DOWNSTREAM_TASKS = TASKS
 
 __all__ = [
     # compression: the paper's pipeline
-    "BYTES_PER_PARAM", "LRC_MIN_RATIO", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES", "Calibration",
+    "BYTES_PER_PARAM", "CALIBRATED", "LRC_MIN_RATIO", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES", "Calibration",
     "CompressionConfig", "CompressionReport", "LayerPlan", "LowRankLinear", "PlanConfig", "PlanTotals", "RankPlan",
     "Scores", "Spectra", "SpectraConfig", "Target", "calibration_batches", "check_rankmap", "collect_grams",
     "compress_to", "compute_spectra", "effective_rank", "err_for_k", "load_compressed", "load_model", "make_plan",

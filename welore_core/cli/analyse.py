@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..compression import (NORMALIZATIONS, STRATEGIES, PlanConfig, Spectra, SpectraConfig, compute_spectra,
+from ..compression import (NORMALIZATIONS, PlanConfig, Spectra, SpectraConfig, compute_spectra,
                            make_plan, missing_layers, plan_by_type, plan_from_rankmap, plan_grid, rankmap_dict,
                            read_rankmap, save_rankmap, spectra_by_type)
 from ..compression.svd import METHODS as SVD_METHODS

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..compression import CompressionConfig
+from ..compression import CALIBRATED, CompressionConfig
 from ..errors import WeLoreError
 from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, sensitivity_of, sweep
 from ..figures import sensitivity_figure, sweep_figure
@@ -50,7 +50,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     mode = "all" if args.all_layers or params else "lrc"  # a parameter budget counts every layer the smaller way
     config = CompressionConfig(mode=mode, act_svd=args.act_svd)
-    calib = calibration(args, needed=bool({"whitened", "fisher"} & set(strategies))
+    calib = calibration(args, needed=bool(set(CALIBRATED) & set(strategies))
                         or ("greedy" in strategies and bool(args.calib)))
     df = sweep(args.model, errs, strategies, config_from(EvalConfig, args), config, tqdm_progress("sweep"),
                calib=calib, params=params)

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..compression import (DATA_AWARE, STRATEGIES, Calibration, CompressionConfig, PlanConfig, Spectra,
-                           calibrated_spectra, sensitivity_weights)
+from ..compression import (CALIBRATED, DATA_AWARE, STRATEGIES, Calibration, CompressionConfig, PlanConfig, Spectra,
+                           calibrated_fisher, calibrated_spectra, sensitivity_weights)
 from ..compression.budget import BYTES
 from ..errors import WeLoreError
 from ..models import ModelSource, load_tokenizer
@@ -63,7 +63,7 @@ def calibration(args: argparse.Namespace, needed: bool = False) -> Calibration |
 
 def needs_calibration(args: argparse.Namespace) -> bool:
     """whitened and fisher always; greedy when --calib is given (else it spends the budget on the weight spectra)."""
-    return args.strategy in ("whitened", "fisher") or (args.strategy == "greedy" and bool(args.calib))
+    return args.strategy in CALIBRATED or (args.strategy == "greedy" and bool(args.calib))
 
 
 def planning_basis(args: argparse.Namespace, source: ModelSource, model: torch.nn.Module,
@@ -74,8 +74,12 @@ def planning_basis(args: argparse.Namespace, source: ModelSource, model: torch.n
         return None, None, ""
     calib = calibration(args, needed=True)
     assert calib is not None
-    return calibrated_spectra(model, load_tokenizer(source), calib, progress=tqdm_progress("calibration"), like=weight,
-                              fisher=args.strategy == "fisher")
+    tokenizer = load_tokenizer(source)
+    spectra, grams, digest = calibrated_spectra(model, tokenizer, calib, progress=tqdm_progress("calibration"),
+                                                like=weight)
+    if args.strategy == "fisher":
+        spectra = calibrated_fisher(model, tokenizer, calib, spectra, tqdm_progress("fisher"))
+    return spectra, grams, digest
 
 
 def greedy_weights(args: argparse.Namespace, layers: list[Any]) -> dict[str, float] | None:

@@ -22,7 +22,7 @@ from .compress import (MODES, CompressionConfig, LayerTarget, Target, compress_t
 from .folder import (FORMAT, CompressionReport, is_compressed_folder, load_compressed, load_model, read_manifest,
                      read_report, save_compressed)
 from .lowrank import LowRankLinear, svd_factors, truncate_weight
-from .plan import (BYTES_PER_PARAM, DATA_AWARE, GREEDY, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanConfig, PlanTotals, RankPlan, Scores,
+from .plan import (BYTES_PER_PARAM, CALIBRATED, DATA_AWARE, GREEDY, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanConfig, PlanTotals, RankPlan, Scores,
                    err_for_k, make_plan, plan_from_ranks, plan_totals, prepare_scores)
 from .rankmap import (SCHEMA_ID, check_rankmap, custom_rankmap, missing_layers, plan_from_rankmap, rankmap_dict,
                       rankmap_schema, read_rankmap, save_rankmap)
@@ -36,7 +36,7 @@ from .whitened import calibrated_fisher, calibrated_spectra, whitened_spectra, w
 from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper_threshold, rank_at_k,
                         solve_threshold, solve_threshold_below)
 
-__all__ = ["BYTES_PER_PARAM", "DATA_AWARE", "GREEDY", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
+__all__ = ["BYTES_PER_PARAM", "CALIBRATED", "DATA_AWARE", "GREEDY", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
            "Calibration", "CompressionConfig", "CompressionReport", "LayerPlan", "LayerTarget", "LowRankLinear",
            "PlanConfig", "PlanTotals", "RankPlan", "Scores", "Spectra", "SpectraConfig", "Target",
            "calibrated_fisher", "calibrated_spectra", "fisher_spectra", "output_fisher", "calibration_batches", "greedy_ranks", "kept_params", "removed_pct",

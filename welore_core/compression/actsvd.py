@@ -94,12 +94,17 @@ def collect_grams(model: nn.Module, batches: list[torch.Tensor], names: list[str
     return {**out, **{name: out[first] for name, first in alias.items() if first in out}}
 
 
+def damped_cholesky(gram: torch.Tensor, damp: float) -> torch.Tensor:
+    """L (lower, float64) with L Lᵀ = XᵀX + damp · mean(diag) · I: the whitening of SVD-LLM, kept invertible."""
+    g = gram.detach().to(torch.float64)
+    g = g + damp * g.diagonal().mean().clamp_min(1e-12) * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+    return torch.linalg.cholesky(g)  # (in, in), lower
+
+
 def whitened_factors(weight: torch.Tensor, rank: int, gram: torch.Tensor, damp: float,
                      dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """SVD-LLM factors: truncate W L (XᵀX = L Lᵀ), then undo the whitening on B: B = √Σ_r V_rᵀ L⁻¹."""
-    g = gram.to(torch.float64)
-    g = g + damp * g.diagonal().mean().clamp_min(1e-12) * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
-    chol = torch.linalg.cholesky(g)  # (in, in), lower
+    chol = damped_cholesky(gram, damp)  # (in, in), lower
     w = weight.detach().to(torch.float64)
     u, s, vh = torch.linalg.svd((w @ chol).to(dtype), full_matrices=False)  # W L = U Σ Vᵀ
     root = s[:rank].sqrt()

@@ -30,8 +30,11 @@ def kept_params(layer: LayerInfo, rank: int) -> int:
 
 def removed_pct(layers: list[LayerInfo], ranks: list[int] | np.ndarray) -> float:
     """Percent of the analysed layers' parameters removed (the peers' convention)."""
-    dense = sum(l.dense_params for l in layers)
-    kept = sum(kept_params(l, int(r)) for l, r in zip(layers, ranks))
+    return pct_removed(sum(l.dense_params for l in layers), sum(kept_params(l, int(r)) for l, r in zip(layers, ranks)))
+
+
+def pct_removed(dense: int, kept: int) -> float:
+    """100 (1 - kept / dense): percent of `dense` parameters removed (0 when there are none)."""
     return 100.0 * (1.0 - kept / dense) if dense else 0.0
 
 

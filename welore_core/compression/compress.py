@@ -52,7 +52,7 @@ class CompressionConfig:
             raise WeLoreError(f"svd_dtype must be float32 or float64, got {self.svd_dtype!r}")
         if not self.damp > 0:
             raise WeLoreError(f"damp must be positive, got {self.damp!r}")
-        placement(self.device, self.weights_dtype, "compression")
+        self.placement()
 
     def placement(self) -> tuple[torch.device, torch.dtype]:
         """(device, weights dtype) with auto resolved."""
@@ -161,7 +161,8 @@ def compress_to(model: nn.Module, target: Target, config: CompressionConfig | No
     return report
 
 
-def _dense_weight(module: nn.Module, layer: str) -> torch.Tensor:
+def dense_weight(module: nn.Module, layer: str) -> torch.Tensor:
+    """The weight of linear layer `layer` as (out, in), whatever its module stores (Conv1D is transposed)."""
     found = linear_weight(module)
     if found is None:
         raise WeLoreError(f"layer {layer}: {type(module).__name__} is not a linear layer")
@@ -172,7 +173,7 @@ def _dense_weight(module: nn.Module, layer: str) -> torch.Tensor:
 def _factors(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None,
              config: CompressionConfig) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     module = model.get_submodule(name)
-    weight = _dense_weight(module, name)  # (out, in), in the model's dtype and on its device
+    weight = dense_weight(module, name)  # (out, in), in the model's dtype and on its device
     return (module, weight, *factors_of(weight, rank, gram, config))
 
 
@@ -216,7 +217,7 @@ def truncate_layer(model: nn.Module, name: str, rank: int, gram: torch.Tensor | 
     if isinstance(model.get_submodule(name), LowRankLinear):
         raise WeLoreError(f"layer {name} is already factored: re-factor it with factor_layer instead")
     module = model.get_submodule(name)
-    weight = _dense_weight(module, name)  # (out, in)
+    weight = dense_weight(module, name)  # (out, in)
     found = linear_weight(module)
     assert found is not None
     with torch.no_grad():

@@ -19,14 +19,15 @@ import pandas as pd
 
 from ..errors import WeLoreError
 from .spectra import Spectra
-from .budget import BYTES, ranks_at, size_to_pct, solve_k_for_params, uniform_param_ranks
+from .budget import BYTES, pct_removed, ranks_at, size_to_pct, solve_k_for_params, uniform_param_ranks
 from .greedy import greedy_ranks
 from .threshold import NORMALIZATIONS, normalize, paper_threshold, solve_threshold, solve_threshold_below
 
 STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy", "fisher")
 DATA_AWARE = ("whitened", "greedy", "fisher")  # plan on whitened spectra (calibration statistics): whitened.py, fisher.py
+CALIBRATED = ("whitened", "fisher")  # cannot plan without calibration statistics (greedy can, on weight spectra)
 GREEDY = ("greedy", "fisher")  # no threshold: a budget spent increment by increment (greedy.py)
-BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+BYTES_PER_PARAM = BYTES  # bytes per parameter of each storage dtype
 LRC_MIN_RATIO = 0.5  # the paper: a layer whose rank drops by more than half is a Low-Rank Component
 
 
@@ -175,7 +176,7 @@ def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None
         raise WeLoreError("the whitened strategy plans on whitened spectra: whitened_spectra(model, collect_grams(…))"
                           " (the CLI's --calib PATH)")
     if config.strategy == "fisher" and spectra.basis != "fisher":
-        raise WeLoreError("the fisher strategy plans on Fisher-weighted spectra: calibrated_spectra(…, fisher=True)"
+        raise WeLoreError("the fisher strategy plans on Fisher-weighted spectra: calibrated_fisher(…)"
                           " (the CLI's --calib PATH)")
     layers = spectra.layers
     full = np.array([l.full_rank for l in layers])
@@ -269,6 +270,4 @@ def plan_totals(layers: list[LayerPlan], total_params: int) -> PlanTotals:
 
 def removed_pct_of(layers: list[LayerPlan]) -> float:
     """Percent of the planned layers' parameters removed, each stored the smaller way (peers' convention)."""
-    dense = sum(l.dense_params for l in layers)
-    kept = sum(min(l.dense_params, l.factored_params) for l in layers)
-    return 100.0 * (1.0 - kept / dense) if dense else 0.0
+    return pct_removed(sum(l.dense_params for l in layers), sum(min(l.dense_params, l.factored_params) for l in layers))

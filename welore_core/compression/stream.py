@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import WeLoreError
-from ..models import (LayerInfo, ModelSource, TensorIndex, count_parameters, index_params, meta_model, source_layers,
+from ..models import (LayerInfo, ModelSource, TensorIndex, count_parameters, meta_model, source_layers,
                       tensor_index)
 from ..utils import Progress, atomic_folder
 from .compress import CompressionConfig, Target, factors_of, layer_targets, truncated_of

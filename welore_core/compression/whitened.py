@@ -13,21 +13,20 @@ import torch
 from torch import nn
 
 from ..errors import WeLoreError
-from ..models import count_parameters, discover_layers, linear_weight, module_fingerprint
+from ..models import count_parameters, discover_layers, module_fingerprint
 from ..utils import Progress
-from .actsvd import Calibration, calibration_batches, collect_grams
+from .actsvd import Calibration, calibration_batches, collect_grams, damped_cholesky
+from .compress import dense_weight
 from .fisher import fisher_spectra, output_fisher
 from .spectra import Spectra, SpectraConfig
+from .svd import values_of
 
 
 def whitened_values(weight: torch.Tensor, gram: torch.Tensor, damp: float = 1e-2) -> np.ndarray:
     """Descending singular values of W L (W (out, in), XᵀX ≈ gram (in, in)), in float64."""
-    g = gram.detach().to(torch.float64)
-    g = g + damp * g.diagonal().mean().clamp_min(1e-12) * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
-    chol = torch.linalg.cholesky(g)  # (in, in), lower
-    m = weight.detach().to(device=g.device, dtype=torch.float64) @ chol  # (out, in)
-    small = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m  # the smaller Gram matrix of W L
-    return torch.linalg.eigvalsh(small).clamp_min(0).sqrt().flip(0).cpu().numpy()
+    chol = damped_cholesky(gram, damp)  # (in, in), lower
+    m = weight.detach().to(device=chol.device, dtype=torch.float64) @ chol  # (out, in)
+    return values_of(m, "float64", "gram", chol.device)  # eigvalsh of the smaller Gram matrix of W L
 
 
 def whitened_spectra(model: nn.Module, grams: dict[str, torch.Tensor], calib_digest: str = "", damp: float = 1e-2,
@@ -42,9 +41,7 @@ def whitened_spectra(model: nn.Module, grams: dict[str, torch.Tensor], calib_dig
         raise WeLoreError(f"no calibration statistics for {len(missing)} layer(s), e.g. {missing[0]}")
     values = {}
     for i, layer in enumerate(layers, 1):
-        found = linear_weight(model.get_submodule(layer.name))
-        assert found is not None
-        weight = found[0].T if found[1] else found[0]  # (out, in)
+        weight = dense_weight(model.get_submodule(layer.name), layer.name)  # (out, in)
         try:
             values[layer.name] = whitened_values(weight, grams[layer.name], damp)
         except torch.linalg.LinAlgError as err:
@@ -61,24 +58,19 @@ def whitened_spectra(model: nn.Module, grams: dict[str, torch.Tensor], calib_dig
 
 
 def calibrated_spectra(model: nn.Module, tokenizer: object, calib: Calibration, damp: float = 1e-2,
-                       progress: Progress | None = None, like: Spectra | None = None,
-                       fisher: bool = False) -> tuple[Spectra, dict[str, torch.Tensor], str]:
+                       progress: Progress | None = None,
+                       like: Spectra | None = None) -> tuple[Spectra, dict[str, torch.Tensor], str]:
     """Whitened spectra of `model` from `calib`'s text (of the layers `like` analyses, when given), with the
-    Gram matrices (ActSVD reuses them) and the text's digest: one calibration pass for both. With `fisher`,
-    a backward pass over the same windows scales them by each layer's output Fisher (basis "fisher", which
-    every data-aware strategy can plan on: only `fisher` reads the scale)."""
+    Gram matrices (ActSVD reuses them) and the text's digest: one calibration pass for both."""
     batches, digest = calibration_batches(model, tokenizer, calib)
     layers = like.layers if like is not None else discover_layers(model)
-    names = [l.name for l in layers]
-    grams = collect_grams(model, batches, names, progress)
-    spectra = whitened_spectra(model, grams, digest, damp, like=like)
-    if fisher:
-        spectra = fisher_spectra(spectra, output_fisher(model, batches, names, progress))
-    return spectra, grams, digest
+    grams = collect_grams(model, batches, [l.name for l in layers], progress)
+    return whitened_spectra(model, grams, digest, damp, like=like), grams, digest
 
 
 def calibrated_fisher(model: nn.Module, tokenizer: object, calib: Calibration, whitened: Spectra,
                       progress: Progress | None = None) -> Spectra:
-    """The Fisher-weighted spectra beside whitened spectra already made from `calib` (the same windows)."""
+    """The Fisher-weighted spectra (basis "fisher", what the fisher strategy plans on) beside whitened spectra
+    already made from `calib`: a backward pass over the same windows."""
     batches, _ = calibration_batches(model, tokenizer, calib)
     return fisher_spectra(whitened, output_fisher(model, batches, [l.name for l in whitened.layers], progress))

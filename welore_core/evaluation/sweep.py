@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..compression import (DATA_AWARE, GREEDY, Calibration, CompressionConfig, PlanConfig, Spectra, SpectraConfig,
+from ..compression import (CALIBRATED, DATA_AWARE, GREEDY, Calibration, CompressionConfig, PlanConfig, Spectra, SpectraConfig,
                            calibrated_fisher, calibrated_spectra, compute_spectra, make_plan, prepare_scores)
 from ..errors import WeLoreError
 from ..utils import Progress
@@ -24,7 +24,7 @@ def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eva
     row per point plus the dense baseline. Every point's settings are checked before the model is loaded.
     The data-aware strategies plan on whitened spectra from `calib`, whose statistics ActSVD then reuses."""
     compression = compression or CompressionConfig()
-    if (compression.act_svd or {"whitened", "fisher"} & set(strategies)) and calib is None:
+    if (compression.act_svd or set(CALIBRATED) & set(strategies)) and calib is None:
         raise WeLoreError("act_svd and the whitened and fisher strategies need --calib PATH (activation statistics)")
     if not (errs or params) or not strategies:
         raise WeLoreError("a sweep needs at least one ERR (or parameter budget) and one strategy")

@@ -16,7 +16,6 @@ from ..errors import WeLoreError
 from ..utils import parse_device
 
 WEIGHT_DTYPES = ("auto", "float32", "bfloat16", "float16")
-_BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
 
 
 def weights_dtype(name: str, device: torch.device | str, field: str = "weights dtype") -> torch.dtype:
@@ -58,7 +57,7 @@ def available_bytes(device: torch.device) -> int | None:
 
 def check_fits(label: str | Path, params: int, device: torch.device, dtype: torch.dtype, margin: float = 1.1) -> None:
     """Refuse a model of `params` parameters whose weights in `dtype` (plus 10 %) exceed the device's free memory."""
-    need = int(params * _BYTES.get(dtype, 4) * margin)
+    need = int(params * dtype.itemsize * margin)
     free = available_bytes(device)
     if free is not None and need > free:
         raise WeLoreError(f"{label}: {params / 1e9:.2f}B parameters need about {need / 2**30:.1f} GiB in "

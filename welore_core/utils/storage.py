@@ -106,17 +106,36 @@ def atomic_folder(folder: Path, create: bool = True, needed: int | None = None) 
         tmp.rmdir()  # the writer makes it; the name stays this writer's own
     try:
         yield tmp
-        old = folder.parent / f".{folder.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
-        if folder.exists():  # set aside, then swap in: the folder is never half-deleted under a reader
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, folder)
     except BaseException as err:
         written = _tree_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, Exception) and not isinstance(err, WeLoreError) and disk_full(err):
             raise no_space(folder, needed, written) from None
         raise
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Put `tmp` at `folder`: the folder there is set aside first, so it is never half-deleted under a reader.
+    A concurrent writer may land its own folder between the set-aside and the swap; that one is set aside too
+    and the swap retried, so the last writer's folder ends up there whole."""
+    aside: list[Path] = []
+    while True:
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{tmp.name.rsplit('-', 1)[-1]}-{len(aside)}"
+            try:
+                os.replace(folder, old)
+                aside.append(old)
+            except FileNotFoundError:  # another writer set it aside first
+                pass
+        try:
+            os.replace(tmp, folder)
+            break
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    for old in aside:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _tree_bytes(folder: Path) -> int:
