@@ -26,8 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -37,7 +38,7 @@ SIZES = {  # hidden, MLP, blocks, heads, vocab, seqlen, batch
 }
 DECAY = {"q_proj": 1.2, "k_proj": 1.2, "v_proj": 0.3, "o_proj": 0.4, "gate_proj": 0.5, "up_proj": 0.4, "down_proj": 0.6}
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}  # dense, no sparsity
-FT_MODES = ("lrc", "nlrc", "full", "lora", "galore")
+FT_MODES = ("lrc", "lrc+ckpt", "nlrc", "full", "lora", "galore")  # lrc+ckpt: lrc with gradient checkpointing
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -104,17 +105,20 @@ def child(task: str, args: list[str]) -> dict[str, Any]:
     if task == "compress":
         from welore_core.cli import main as cli
 
+        torch.zeros(1, device=device) + 1  # the runtime (CUDA context, kernels) is resident before any weight
+        base = peak_rss_mib()
         start = time.perf_counter()
         code = cli(["compress", args[1], "--err", "50", "--device", args[0], "-o", args[2], "--json"])
-        out = {"code": code, "seconds": time.perf_counter() - start}
+        out = {"code": code, "seconds": time.perf_counter() - start, "base_rss_mib": base}
     else:
-        mode, folder, data, out_dir, steps, seqlen, batch = args[1:8]
-        config = wc.FinetuneConfig(mode=mode, data=data, steps=int(steps), seqlen=int(seqlen), batch_size=int(batch),
+        label, folder, data, out_dir, steps, seqlen, batch = args[1:8]
+        mode, ckpt = label.split("+")[0], label.endswith("+ckpt")
+        config = wc.FinetuneConfig(mode=mode, gradient_checkpointing=ckpt, data=data, steps=int(steps), seqlen=int(seqlen), batch_size=int(batch),
                                    lr=1e-4, eval_tokens=4 * int(seqlen), forget_tokens=0, save_every=0,
                                    device=args[0], galore_rank=128, galore_gap=50)
-        r = wc.run_finetune(folder, config, Path(out_dir) / mode)
+        r = wc.run_finetune(folder, config, Path(out_dir) / label.replace("+", "-"))
         warm = r.step_seconds[1:] or r.step_seconds  # after a warm-up step
-        out = {"mode": mode, "trainable": r.trainable_params, "peak_mib": r.peak_memory_mib,
+        out = {"mode": mode, "label": label, "trainable": r.trainable_params, "peak_mib": r.peak_memory_mib,
                "tokens_per_s": int(batch) * int(seqlen) * len(warm) / sum(warm),
                "ppl_before": r.heldout_ppl_before, "ppl_after": r.heldout_ppl_after}
     out["peak_rss_mib"] = peak_rss_mib()
@@ -198,40 +202,79 @@ def bench_eval(folder: Path, device: torch.device, seqlen: int, batch: int) -> N
           f"% vs float32), {mfu} of {params / 1e6:,.0f}M params |")
 
 
-def main(size: str, steps: int) -> None:
+def section(title: str, work: Callable[[], None]) -> bool:
+    """Run one part of the bench; a failure prints its traceback's tail and the bench goes on with the next."""
+    try:
+        work()
+        return True
+    except BaseException as exc:  # noqa: BLE001 (SystemExit from a failed child included)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        tail = "".join(traceback.format_exception(exc))[-2500:]
+        print(f"\n{title} FAILED:\n{tail}\n", flush=True)
+        return False
+
+
+def main(size: str, steps: int, parts: set[str]) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = size if size != "auto" else ("7b" if device.type == "cuda" else "small")
     hidden, mlp, blocks, _, vocab, seqlen, batch = SIZES[size]
     data = str(Path(os.environ.get("WELORE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
                / "tinyshakespeare" / "input.txt")
+    begin = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("WELORE_CACHE", str(Path(tmp) / "cache"))
-        start = time.perf_counter()
         folder = build(Path(tmp) / "synthetic", size, device)
         shard = max(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20
         model_mib = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         print(f"synthetic LLaMA {size}: hidden {hidden}, MLP {mlp}, {blocks} blocks, vocab {vocab}, "
               f"{model_mib:,.0f} MiB of weights, largest shard {shard:,.0f} MiB, on {name} "
-              f"(built in {time.perf_counter() - start:.0f} s)\n")
-        print("| what | measured | vs baseline | notes |\n|---|---:|---:|---|")
-        bench_spectra(folder, device)
-        c = run_child("compress", str(device), str(folder), str(Path(tmp) / "compressed"))
-        gpu = f", peak device {c['peak_device_mib']:,.0f} MiB (model {model_mib:,.0f} MiB)" if c["peak_device_mib"] else ""
-        print(f"| compress --err 50, streamed on {device.type} | {c['seconds']:.1f} s | | peak host RSS "
-              f"{c['peak_rss_mib']:,.0f} MiB (largest shard {shard:,.0f} MiB){gpu} |")
-        bench_eval(folder, device, seqlen, batch)
-        rows = [run_child("finetune", str(device), m, str(Path(tmp) / "compressed"), data, tmp, str(steps),
-                          str(min(512, seqlen)), str(batch)) for m in FT_MODES]
-        full = next(r for r in rows if r["mode"] == "full")
-        print(f"\nfine-tuning at ERR 50 %, {steps} steps x {batch} x {min(512, seqlen)} tokens of tiny-shakespeare, "
-              "tokens/s after a warm-up step, one process per mode\n")
-        print("| mode | trainable | peak MiB | vs full | tokens/s | vs full | held-out PPL before -> after |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+              f"(built in {time.perf_counter() - begin:.0f} s)\n")
+        print("| what | measured | vs baseline | notes |\n|---|---:|---:|---|", flush=True)
+        compressed = Path(tmp) / "compressed"
+
+        def compress() -> None:
+            c = run_child("compress", str(device), str(folder), str(compressed))
+            gpu = f", peak device {c['peak_device_mib']:,.0f} MiB (model {model_mib:,.0f} MiB)" if c["peak_device_mib"] else ""
+            print(f"| compress --err 50, streamed on {device.type} | {c['seconds']:.1f} s | | peak host RSS "
+                  f"{c['peak_rss_mib']:,.0f} MiB, {c['base_rss_mib']:,.0f} MiB of it the runtime before any weight "
+                  f"(largest shard {shard:,.0f} MiB){gpu} |", flush=True)
+
+        if not section("compress", compress) and device.type == "cuda" and "finetune" in parts:  # it needs a folder
+            section("compress on the CPU (fallback)", lambda: run_child("compress", "cpu", str(folder), str(compressed)))
+        if "eval" in parts:
+            section("eval", lambda: bench_eval(folder, device, seqlen, batch))
+        if "finetune" in parts:
+            finetune_table(device, compressed, data, tmp, steps, seqlen, batch)
+        if "spectra" in parts:  # last: the paper's torch.svd is the slowest part
+            print("\n| what | measured | vs baseline | notes |\n|---|---:|---:|---|", flush=True)
+            section("spectra", lambda: bench_spectra(folder, device))
+        print(f"\nbench_gpu: {time.perf_counter() - begin:.0f} s in all", flush=True)
+
+
+def finetune_table(device: torch.device, compressed: Path, data: str, tmp: str, steps: int, seqlen: int,
+                   batch: int) -> None:
+    """The fine-tuning modes, one process each, on the compressed folder; then each against full fine-tuning."""
+    rows: list[dict[str, Any]] = []
+    print(f"\nfine-tuning at ERR 50 %, {steps} steps x {batch} x {min(512, seqlen)} tokens of tiny-shakespeare, "
+          "tokens/s after a warm-up step, one process per mode (vs full: after the full row)\n")
+    print("| mode | trainable | peak MiB | tokens/s | held-out PPL before -> after |\n|---|---:|---:|---:|---:|",
+          flush=True)
+    for mode in FT_MODES:
+        def finetune(mode: str = mode) -> None:
+            r = run_child("finetune", str(device), mode, str(compressed), data, tmp, str(steps),
+                          str(min(512, seqlen)), str(batch))
+            rows.append(r)
+            print(f"| {r['label']} | {r['trainable'] / 1e6:.1f}M | {r['peak_mib']:,.0f} | {r['tokens_per_s']:,.0f} "
+                  f"| {r['ppl_before']:.2f} -> {r['ppl_after']:.2f} |", flush=True)
+        section(f"finetune {mode}", finetune)
+    full = next((r for r in rows if r["mode"] == "full"), None)
+    if full:
+        print("\n| mode | peak memory vs full | tokens/s vs full |\n|---|---:|---:|")
         for r in rows:
-            print(f"| {r['mode']} | {r['trainable'] / 1e6:.1f}M | {r['peak_mib']:,.0f} | {r['peak_mib'] / full['peak_mib']:.2f}x "
-                  f"| {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / full['tokens_per_s']:.2f}x "
-                  f"| {r['ppl_before']:.2f} -> {r['ppl_after']:.2f} |")
+            print(f"| {r['label']} | {r['peak_mib'] / full['peak_mib']:.2f}x | "
+                  f"{r['tokens_per_s'] / full['tokens_per_s']:.2f}x |")
 
 
 if __name__ == "__main__":
@@ -241,5 +284,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="auto", choices=["auto", *SIZES])
     parser.add_argument("--steps", type=int, default=10, help="fine-tuning steps per mode (the first is a warm-up)")
+    parser.add_argument("--parts", default="compress,eval,finetune,spectra",
+                        help="comma-separated parts to run (compress always runs: the fine-tuning table needs it)")
     a = parser.parse_args()
-    main(a.size, a.steps)
+    main(a.size, a.steps, set(a.parts.split(",")))

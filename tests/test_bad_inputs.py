@@ -46,7 +46,11 @@ def test_compress_into_a_full_disk_is_one_line_naming_the_folder(lm_dir: Path, t
                               "\"No space left on device\" })")
 
     monkeypatch.setattr(sys.modules["welore_core.compression.folder"], "save_file", full)  # in memory
-    monkeypatch.setattr(sys.modules["welore_core.compression.stream"], "save_file", full)  # streamed
+
+    def full_write(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wc.models.ShardWriter, "write", full_write)  # streamed, tensor by tensor
     out = tmp_path / "compressed"
     code, _, err = run(capsys, "compress", str(lm_dir), "--err", "50", "-o", str(out))
     message = one_line(err)

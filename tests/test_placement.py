@@ -176,11 +176,12 @@ def test_prefetch_keeps_order_and_raises_a_reading_error_in_place() -> None:
     assert first == 0
 
 
-def test_the_gpus_batched_gram_path_groups_by_shape_and_matches_one_by_one() -> None:
+def test_the_gpus_batched_gram_path_groups_by_gram_size_and_matches_one_by_one() -> None:
     from welore_core.compression.svd import _batched  # the GPU's path, run here on the CPU
 
+    # (40, 24), (24, 40) and (64, 24) share 24 x 24 Gram matrices, so one batch; (32, 32) is its own
     items = [(f"m{i}", _power_law(*shape, 1.0, seed=i)[0]) for i, shape in
-             enumerate([(40, 24), (24, 40), (40, 24), (32, 32), (40, 24), (24, 40), (40, 24)])]
+             enumerate([(40, 24), (24, 40), (64, 24), (32, 32), (40, 24), (24, 40), (40, 24)])]
     batched = dict(_batched(items, "float32", torch.device("cpu"), batch=2))
     assert set(batched) == {k for k, _ in items}
     for key, w in items:

@@ -2,8 +2,10 @@
 
 Each input shard becomes one output shard: its tensors are read one at a time, a layer the plan changes is
 moved to the compression device, upcast, factored (or truncated) there and written back in its stored dtype
-(bf16 in, bf16 out), everything else is copied as it is. Host memory holds one output shard and one tensor:
-the largest shard, never a float32 copy of the model; the device holds one layer. The folder is the one
+(bf16 in, bf16 out), everything else is copied as it is. The output shard's header is known before any
+tensor is computed (the ranks fix every shape), so each tensor goes to disk as soon as it exists: host memory
+holds one tensor and its factors, never a shard and never a float32 copy of the model; the device holds one
+layer. The folder is the one
 `save_compressed` writes (loaded back by `load_compressed`, bit-identical factors to the in-memory path).
 
 It needs checkpoint tensor names that are the model's own (HF LLaMA / Mistral / Qwen / GPT-NeoX folders);
@@ -16,17 +18,13 @@ import json
 import shutil
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..errors import WeLoreError
-from ..models import (LayerInfo, ModelSource, TensorIndex, count_parameters, meta_model, source_layers,
-                      tensor_index)
+from ..models import (STORED_DTYPES, LayerInfo, ModelSource, ShardReader, ShardWriter, TensorIndex, count_parameters,
+                      meta_model, source_layers, tensor_index)
 from ..utils import Progress, atomic_folder
 from .compress import CompressionConfig, Target, factors_of, layer_targets, truncated_of
 from .folder import CompressionReport, check_output, write_metadata
@@ -70,26 +68,22 @@ def compress_streamed(source: ModelSource, target: Target, config: CompressionCo
         weight_map: dict[str, str] = {}
         for i, (file, names) in enumerate(shards.items(), 1):
             out_name = "model.safetensors" if len(shards) == 1 else f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            tensors: dict[str, torch.Tensor] = {}
-            with _readable(file), safe_open(str(file), framework="pt") as fh:
+            entries = _entries(names, index, changes, factor, moved)
+            with ShardReader(file) as reader, ShardWriter(tmp / out_name, entries, {"format": "pt"}) as writer:
                 for name in names:
                     if name in changes:
                         t = changes[name]
-                        stored = fh.get_tensor(name)
                         factored = factor[t.layer.name]
-                        tensors.update(_compress(t.layer, t.rank, stored, index, config, factored))
+                        for out, tensor in _compress(t.layer, t.rank, reader.get(name), index, config, factored).items():
+                            writer.write(out, tensor)
                         (report.factored if factored else report.truncated)[t.layer.name] = t.rank
                         saved += t.layer.dense_params - t.layer.factored_params(t.rank) if factored else 0
                         done += 1
                         if progress:
                             progress(done, len(todo), t.layer.name)
-                    elif name in moved:
-                        continue  # written with its layer's factors
-                    else:
-                        tensors[name] = fh.get_tensor(name)
-            save_file(tensors, str(tmp / out_name), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(tensors, out_name))
-            tensors.clear()
+                    elif name not in moved:  # a moved bias is written with its layer's factors
+                        writer.write(name, reader.get(name))
+            weight_map.update(dict.fromkeys(entries, out_name))
         if len(shards) > 1:
             total = sum(f.stat().st_size for f in tmp.glob("*.safetensors"))
             (tmp / "model.safetensors.index.json").write_text(
@@ -104,21 +98,32 @@ def compress_streamed(source: ModelSource, target: Target, config: CompressionCo
     return report
 
 
-@contextmanager
-def _readable(file: Path) -> Iterator[None]:
-    """A damaged or truncated shard is one line naming it, as in every other read of weights."""
-    try:
-        yield
-    except (OSError, RuntimeError, SafetensorError) as err:
-        raise WeLoreError(f"{file}: cannot read weights ({err})") from None
-
-
 def _by_file(index: TensorIndex) -> dict[Path, list[str]]:
     """Tensor names per shard, in the order the shards and their headers list them."""
     shards: dict[Path, list[str]] = defaultdict(list)
     for name, (file, _, _) in index.items():
         shards[file].append(name)
     return dict(sorted(shards.items()))
+
+
+def _entries(names: list[str], index: TensorIndex, changes: dict[str, Target], factor: dict[str, bool],
+             moved: set[str]) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """The output shard's tensors, in writing order, with their dtypes and shapes (a shard's header comes first)."""
+    entries: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
+    for name in names:
+        _, shape, stored = index[name]
+        dtype = STORED_DTYPES[stored]
+        if name in changes and factor[changes[name].layer.name]:
+            layer, rank = changes[name].layer, changes[name].rank
+            out, inp = shape[::-1] if layer.transposed else shape
+            entries[f"{layer.name}.A.weight"] = (dtype, (out, rank))
+            entries[f"{layer.name}.B.weight"] = (dtype, (rank, inp))
+            if layer.bias:
+                _, bias_shape, bias_stored = index[f"{layer.name}.bias"]
+                entries[f"{layer.name}.A.bias"] = (STORED_DTYPES[bias_stored], bias_shape)
+        elif name not in moved:
+            entries[name] = (dtype, shape)
+    return entries
 
 
 def _compress(layer: LayerInfo, rank: int, stored: torch.Tensor, index: TensorIndex, config: CompressionConfig,
@@ -130,9 +135,8 @@ def _compress(layer: LayerInfo, rank: int, stored: torch.Tensor, index: TensorIn
         pieces = {f"{layer.name}.A.weight": a.contiguous(), f"{layer.name}.B.weight": b.contiguous()}
         if layer.bias:
             bias_name = f"{layer.name}.bias"
-            file = index[bias_name][0]
-            with _readable(file), safe_open(str(file), framework="pt") as fh:
-                pieces[f"{layer.name}.A.bias"] = fh.get_tensor(bias_name)
+            with ShardReader(index[bias_name][0]) as reader:
+                pieces[f"{layer.name}.A.bias"] = reader.get(bias_name)
         return pieces
     approx = truncated_of(weight, rank, None, config)  # (out, in), as compress_to's truncate_layer computes it
     return {layer.tensor: (approx.T if layer.transposed else approx).contiguous()}

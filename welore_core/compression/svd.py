@@ -5,8 +5,8 @@ Two methods, chosen per device by `auto`:
             float32 is within ~1e-6 * s_max (backward stable: error ~ eps32 * s_max * small factor).
   gram    — eigenvalues of the smaller Gram matrix WᵀW in float64: s_i = sqrt(λ_i). Squaring costs relative
             accuracy only in the smallest values, and |Δs| <= sqrt(|Δλ|) ~ sqrt(n eps64) * s_max ≈ 1e-7 * s_max.
-`auto` is gram everywhere: more accurate than float32 svdvals, and faster — on a GPU batched over same-shape
-matrices (cuSOLVER's SVD is slow; one batched eigvalsh of 8 Gram matrices is not), on a CPU on a pool of
+`auto` is gram everywhere: more accurate than float32 svdvals, and faster — on a GPU batched over same-size
+Gram matrices (cuSOLVER's SVD is slow; one batched eigvalsh of 8 Gram matrices is not), on a CPU on a pool of
 single-threaded workers (one per core: small matrices do not keep several LAPACK threads busy, several
 matrices at once do; 2x on two cores). bench/bench_spectra.py and bench/bench_gpu.py measure both.
 Whatever the stored dtype (bfloat16 included), each matrix is upcast on its own, never the whole model.
@@ -28,6 +28,7 @@ METHODS = ("auto", "svdvals", "gram")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
+PREFETCH = 2  # matrices read ahead of the device (each up to a layer's bytes in host memory)
 
 
 def resolve_method(method: str, device: torch.device) -> str:
@@ -43,18 +44,21 @@ def _tall(w: torch.Tensor) -> torch.Tensor:
 
 def values_of(weight: torch.Tensor, dtype: str, method: str, device: torch.device) -> np.ndarray:
     """Descending singular values of one matrix, as numpy in `dtype`."""
-    w = _tall(weight.detach().to(device=device))
     if method == "gram":
-        w = w.double()
-        s = torch.linalg.eigvalsh(w.T @ w).clamp_min(0).sqrt().flip(-1)  # (n,), ascending -> descending
+        s = torch.linalg.eigvalsh(_gram(weight, device)).clamp_min(0).sqrt().flip(-1)  # (n,), ascending -> descending
     else:
-        s = torch.linalg.svdvals(w.to(DTYPES[dtype]))
+        s = torch.linalg.svdvals(_tall(weight.detach().to(device=device)).to(DTYPES[dtype]))
     return s.to(DTYPES[dtype]).cpu().numpy()
 
 
-def _gram_batch(weights: list[torch.Tensor], dtype: str, device: torch.device) -> list[np.ndarray]:
-    w = torch.stack([_tall(x.detach()) for x in weights]).to(device=device, dtype=torch.float64)  # (B, m, n)
-    s = torch.linalg.eigvalsh(w.transpose(1, 2) @ w).clamp_min(0).sqrt().flip(-1)  # (B, n)
+def _gram(weight: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The smaller Gram matrix WᵀW (n, n) of one matrix, in float64 on `device` (the matrix is upcast there)."""
+    w = _tall(weight.detach().to(device=device)).double()
+    return w.T @ w
+
+
+def _gram_batch(grams: list[torch.Tensor], dtype: str) -> list[np.ndarray]:
+    s = torch.linalg.eigvalsh(torch.stack(grams)).clamp_min(0).sqrt().flip(-1)  # (B, n)
     return list(s.to(DTYPES[dtype]).cpu().numpy())
 
 
@@ -62,12 +66,15 @@ def stream_values(items: Iterable[tuple[K, torch.Tensor]], dtype: str, method: s
                   workers: int = 0, batch: int = 8) -> Iterator[tuple[K, np.ndarray]]:
     """(key, singular values) for every (key, matrix) of `items`, in completion order.
 
-    Reading the next matrix overlaps with computing the last ones: at most 2 x workers matrices (CPU) or one
-    batch per shape (GPU) are held at a time. A failing SVD raises WeLoreError naming its key.
+    Reading the next matrix overlaps with computing the last ones: at most 2 x workers matrices (CPU) or
+    PREFETCH read-ahead matrices (GPU) are held in host memory at a time. On a GPU each matrix is moved to the
+    device and turned into its float64 Gram matrix as it arrives, so the device holds one matrix and at most
+    one batch of Gram matrices per size, whatever the matrix's other side. A failing SVD raises WeLoreError
+    naming its key.
     """
     method = resolve_method(method, device)
     if device.type == "cuda" and method == "gram":
-        yield from _batched(prefetch(items, 2 * batch), dtype, device, batch)
+        yield from _batched(prefetch(items, PREFETCH), dtype, device, batch)
         return
     workers = workers or torch.get_num_threads()
     if workers <= 1:
@@ -134,21 +141,23 @@ def _guarded(key: object, weight: torch.Tensor, dtype: str, method: str, device:
 
 def _batched(items: Iterable[tuple[K, torch.Tensor]], dtype: str, device: torch.device,
              batch: int) -> Iterator[tuple[K, np.ndarray]]:
-    buckets: dict[tuple[int, ...], list[tuple[K, torch.Tensor]]] = defaultdict(list)
+    buckets: dict[int, list[tuple[K, torch.Tensor]]] = defaultdict(list)  # Gram size -> (key, Gram) on the device
     for key, weight in items:
-        bucket = buckets[tuple(weight.shape)]
-        bucket.append((key, weight))
+        gram = _gram(weight, device)
+        del weight  # the host copy goes as soon as the device has it
+        bucket = buckets[gram.shape[0]]
+        bucket.append((key, gram))
         if len(bucket) == batch:
-            yield from _flush(bucket, dtype, device)
+            yield from _flush(bucket, dtype)
     for bucket in buckets.values():
         if bucket:
-            yield from _flush(bucket, dtype, device)
+            yield from _flush(bucket, dtype)
 
 
-def _flush(bucket: list[tuple[K, torch.Tensor]], dtype: str, device: torch.device) -> Iterator[tuple[K, np.ndarray]]:
+def _flush(bucket: list[tuple[K, torch.Tensor]], dtype: str) -> Iterator[tuple[K, np.ndarray]]:
     keys = [k for k, _ in bucket]
     try:
-        values = _gram_batch([w for _, w in bucket], dtype, device)
+        values = _gram_batch([g for _, g in bucket], dtype)
     except torch.linalg.LinAlgError as err:
         raise WeLoreError(f"layers {keys[0]}..: eigvalsh did not converge ({err}); try --method svdvals") from None
     bucket.clear()

@@ -14,7 +14,8 @@ from .build import building, empty_weights
 from .placement import WEIGHT_DTYPES, available_bytes, check_fits, dtype_name, placement, weights_dtype
 from .loading import check_seqlen, check_source_seqlen, load_pretrained, load_tokenizer, max_positions, meta_model
 from .source import EMBEDDED_LABEL, MANIFEST, ModelSource, embedded_gguf, resolve_model
-from .tensors import TensorIndex, index_params, read_header, stored_dtypes, stream_tensors, tensor_index
+from .tensors import (STORED_DTYPES, ShardReader, ShardWriter, TensorIndex, index_params, read_header, stored_dtypes,
+                      stream_tensors, tensor_index)
 
 __all__ = ["WEIGHT_DTYPES", "available_bytes", "check_fits", "dtype_name", "placement", "weights_dtype",
            "EMBEDDED_LABEL", "MANIFEST", "SOURCE_KINDS", "LayerInfo", "ModelInfo", "ModelSource", "TensorIndex", "check_seqlen", "check_source_seqlen", "max_positions",
@@ -22,5 +23,6 @@ __all__ = ["WEIGHT_DTYPES", "available_bytes", "check_fits", "dtype_name", "plac
            "discovery_notes", "embedded_gguf", "expect_kind", "file_sha256", "files_fingerprint", "find_blocks", "first_non_finite",
            "guess_kind", "index_params", "is_factored", "linear_weight", "load_pretrained", "load_tokenizer",
            "meta_model", "module_fingerprint", "read_header", "resolve_model", "select_layers", "set_module",
-           "source_fingerprint", "source_layers", "stored_dtypes", "stream_tensors", "tensor_index",
+           "source_fingerprint", "source_layers", "stored_dtypes", "stream_tensors", "tensor_index", "STORED_DTYPES",
+           "ShardReader", "ShardWriter",
            "unique_parameters"]
