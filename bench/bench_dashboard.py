@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 APP = ROOT / "app.py"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-CHART = ".js-plotly-plot .main-svg, .vega-embed svg, .vega-embed canvas"
+CHART = ".js-plotly-plot .main-svg, .vega-embed svg, .vega-embed canvas, svg.welore-heatmap"
 SEVEN_B = """import sys
 sys.path.insert(0, {bench!r})
 sys.path.insert(0, {root!r})
@@ -72,9 +72,12 @@ def open_page(browser: Any, url: str) -> tuple[Any, float]:
             time.sleep(0.5)
 
 
+METRIC = '[data-testid="stMetric"], .welore-metric'  # Streamlit's metric, or the plan page's totals
+
+
 def metric(page: Any, label: str) -> str:
-    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
-    return str(box.locator('[data-testid="stMetricValue"]').inner_text()).strip()
+    box = page.locator(METRIC).filter(has_text=label).first
+    return str(box.locator('[data-testid="stMetricValue"], .value').inner_text()).strip()
 
 
 def settled(page: Any) -> None:
@@ -107,9 +110,9 @@ def slider_moves(browser: Any, url: str, moves: int) -> list[float]:
         start = time.perf_counter()
         slider.press("ArrowLeft")
         page.wait_for_function(
-            "([label, before]) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+            "([sel, label, before]) => { const m = [...document.querySelectorAll(sel)]"
             ".find(e => e.innerText.includes(label)); return m && !m.innerText.includes(before); }",
-            arg=["Achieved ERR", before], timeout=60_000)
+            arg=[METRIC, "Achieved ERR", before], timeout=60_000)
         settled(page)
         times.append(time.perf_counter() - start)
     page.close()
@@ -165,14 +168,14 @@ def server_side() -> tuple[float, float]:
     return first, statistics.median(times)
 
 
-def main(moves: int, loads: int) -> None:
+def main(moves: int, loads: int, parts: set[str]) -> None:
     from playwright.sync_api import sync_playwright
 
     import welore_core as wc
 
     os.environ.pop("WELORE_MODEL", None)
     wc.compute_spectra(None)  # warm the cache (computes once if needed), as `make run` does
-    first7b, rerun7b = server_side()
+    first7b, rerun7b = server_side() if "server" in parts else (float("nan"), float("nan"))
     rows: list[tuple[str, list[float]]] = []
 
     def add(label: str, times: list[float]) -> None:  # shown as it is measured: a later failure loses nothing
@@ -183,17 +186,20 @@ def main(moves: int, loads: int) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
         with server(APP, {}) as url:
-            add("embedded model: navigation -> first chart (warm cache), median", first_chart(browser, url, loads))
-            add("embedded model: ERR slider step -> everything updated", slider_moves(browser, url, moves))
+            if "first" in parts:
+                add("embedded model: navigation -> first chart (warm cache), median", first_chart(browser, url, loads))
+            if "moves" in parts:
+                add("embedded model: ERR slider step -> everything updated", slider_moves(browser, url, moves))
         app7b = ROOT / f".bench-app7b-{os.getpid()}.py"  # beside app.py: its page paths resolve from there
         app7b.write_text(SEVEN_B.format(bench=str(ROOT / "bench"), root=str(ROOT), app=str(APP)))
         try:
-            with server(app7b, {}) as url:
-                add("7B-scale spectra (224 layers): ERR slider step -> everything updated",
-                    slider_moves(browser, url, moves))
+            if "7b" in parts:
+                with server(app7b, {}) as url:
+                    add("7B-scale spectra (224 layers): ERR slider step -> everything updated",
+                        slider_moves(browser, url, moves))
         finally:
             app7b.unlink()
-        progress, metrics = cold_visit(browser)
+        progress, metrics = cold_visit(browser) if "cold" in parts else (float("nan"), float("nan"))
         browser.close()
     load = os.getloadavg()
     print(f"headless Debian chromium and the server on this machine ({os.cpu_count()} cores), load average "
@@ -211,5 +217,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=10)
     parser.add_argument("--loads", type=int, default=4)
+    parser.add_argument("--parts", default="server,first,moves,7b,cold",
+                        help="comma-separated: server (AppTest), first (first chart), moves, 7b, cold (first visit)")
     a = parser.parse_args()
-    main(a.moves, a.loads)
+    main(a.moves, a.loads, set(a.parts.split(",")))

@@ -6,6 +6,8 @@ the open tab only, never the model resolution or the spectra above them.
 """
 from __future__ import annotations
 
+from html import escape
+
 import streamlit as st
 
 import welore_core as wc
@@ -40,9 +42,9 @@ def _plan(strategy: str, normalization: str, min_ratio: float, scores: wc.Scores
     return wc.make_plan(spectra, wc.PlanConfig(err=state.err, **common), scores)
 
 
-@st.fragment
-def plan_panel() -> None:
-    state = st.session_state
+def plan_settings() -> None:
+    """Strategy, normalisation and LRC ratio: outside the fragment (a change reruns the page; a slider move does
+    not redraw them)."""
     c1, c2, c3 = st.columns(3)
     strategy = c1.selectbox("Strategy", STRATEGIES, key="strategy",
                             help="welore: one global threshold on normalised singular values; uniform: the same "
@@ -52,6 +54,12 @@ def plan_panel() -> None:
                                  disabled=strategy != "welore")
     min_ratio = c3.number_input("LRC min ratio", 0.0, 1.0, 0.5, 0.05, key="min_ratio",
                                 help="a layer whose rank is reduced by more than this is an LRC")
+
+
+@st.fragment
+def plan_panel() -> None:
+    state = st.session_state
+    strategy, normalization, min_ratio = state.strategy, state.normalization, state.min_ratio
     scores = (cached.scores(spectra.fingerprint, spectra.config.setting, strategy, normalization, spectra)
               if strategy != "greedy" else None)
     state.setdefault("err", 50.0)
@@ -95,26 +103,49 @@ def plan_panel() -> None:
             plan_tabs.rankmap_tab(spectra, plan)
 
 
+STYLE = """<style>
+.welore-metrics {display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: 1rem 1.5rem; margin: .25rem 0 1rem}
+.welore-metric .label {font-size: .875rem; opacity: .8}
+.welore-metric .value {font-size: 2.25rem; line-height: 1.25; white-space: nowrap}
+.welore-metric .delta {font-size: .85rem; color: #09ab3b}
+.welore-metric .delta.up {color: #ff2b2b}
+table.welore-table {border-collapse: collapse; font-size: .875rem; width: 100%}
+table.welore-table th, table.welore-table td {padding: .25rem .5rem; border-bottom: 1px solid rgba(128, 128, 128, .25)}
+table.welore-table td {text-align: right; font-variant-numeric: tabular-nums}
+table.welore-table td:first-child, table.welore-table th {text-align: left}
+</style>"""
+
+
+def _metric(label: str, value: str, help: str = "", delta: str = "", worse: bool = False) -> str:
+    d = f'<div class="delta{" up" if worse else ""}">{escape(delta)}</div>' if delta else ""
+    return (f'<div class="welore-metric" title="{escape(help)}"><div class="label">{escape(label)}</div>'
+            f'<div class="value">{escape(value)}</div>{d}</div>')
+
+
 def totals(plan: wc.RankPlan) -> None:
-    """The plan's totals in two rows of three: wide enough that no value is cut off."""
+    """The plan's totals, six values in two rows of three, as one element (a slider move redraws one element,
+    not twelve) wide enough that no value is cut off."""
     t = plan.totals
     k = "-" if plan.k is None else f"{plan.k:.5f}"
-    row = st.columns(3)
-    row[0].metric("Achieved ERR", f"{plan.achieved_err:.2f} %", help=f"k = {k}")
-    row[1].metric("LRC / N-LRC", f"{t.lrc} / {t.nlrc}")
-    row[2].metric("Parameters", f"{t.params_compressed / 1e6:.1f} M", f"{100 * (t.param_ratio - 1):.1f} %",
-                  delta_color="inverse", help=f"LRCs factored; dense: {t.params_dense / 1e6:.1f} M. Every layer the "
-                                              f"smaller way: {t.params_all_layers / 1e6:.1f} M "
-                                              f"({t.params_removed_pct:.1f} % of the analysed layers' removed)")
-    row = st.columns(3)
-    row[0].metric("Trainable (LRC)", f"{t.trainable_params / 1e6:.2f} M",
-                  help="parameters of the LRC factors: what WeLore fine-tunes")
-    row[1].metric("Memory bf16 / fp32", f"{t.bytes_compressed['bfloat16'] / 2**20:.0f} / "
-                  f"{t.bytes_compressed['float32'] / 2**20:.0f} MiB",
-                  f"{(t.bytes_compressed['bfloat16'] - t.bytes_dense['bfloat16']) / 2**20:.0f} MiB (bf16)",
-                  delta_color="inverse")
-    row[2].metric("Mean rel. error", f"{t.mean_rel_error:.3f}", help="mean over layers of ||W - W_r||_F / ||W||_F")
+    change = 100 * (t.param_ratio - 1)
+    saved = (t.bytes_compressed["bfloat16"] - t.bytes_dense["bfloat16"]) / 2**20
+    cells = [
+        _metric("Achieved ERR", f"{plan.achieved_err:.2f} %", f"k = {k}"),
+        _metric("LRC / N-LRC", f"{t.lrc} / {t.nlrc}", "layers factored (LRC) / kept dense (N-LRC)"),
+        _metric("Parameters", f"{t.params_compressed / 1e6:.1f} M",
+                f"LRCs factored; dense: {t.params_dense / 1e6:.1f} M. Every layer the smaller way: "
+                f"{t.params_all_layers / 1e6:.1f} M ({t.params_removed_pct:.1f} % of the analysed layers' removed)",
+                f"{change:+.1f} %", change > 0),
+        _metric("Trainable (LRC)", f"{t.trainable_params / 1e6:.2f} M",
+                "parameters of the LRC factors: what WeLore fine-tunes"),
+        _metric("Memory bf16 / fp32", f"{t.bytes_compressed['bfloat16'] / 2**20:.0f} / "
+                f"{t.bytes_compressed['float32'] / 2**20:.0f} MiB", "weights of the analysed model in each dtype",
+                f"{saved:+.0f} MiB (bf16)", saved > 0),
+        _metric("Mean rel. error", f"{t.mean_rel_error:.3f}", "mean over layers of ||W - W_r||_F / ||W||_F"),
+    ]
+    st.markdown(STYLE + '<div class="welore-metrics">' + "".join(cells) + "</div>", unsafe_allow_html=True)
 
 
 st.subheader("Rank plan")
+plan_settings()
 plan_panel()

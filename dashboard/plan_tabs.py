@@ -20,7 +20,7 @@ LAYER_COLUMNS = ["name", "block", "kind", "shape", "full_rank", "stable_rank", "
 
 def plan_tab(plan: wc.RankPlan) -> None:
     st.vega_lite_chart(reduction_heatmap_spec(plan.frame()), width="stretch", theme=None, key="plan_heatmap")
-    st.table(wc.plan_by_type(plan).round(4))  # static: no grid widget to load for 7 rows
+    st.markdown(wc.plan_by_type(plan).round(4).to_html(index=False, border=0, classes="welore-table"), unsafe_allow_html=True)
 
 
 def spectra_tab(spectra: wc.Spectra, plan: wc.RankPlan, normalization: str) -> None:

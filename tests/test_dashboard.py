@@ -1,7 +1,9 @@
 """The dashboard page runs on a tiny real model: spectra load, the ERR slider changes the plan totals."""
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,19 +14,29 @@ import welore_core as wc
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
+def plan_metrics(at: AppTest) -> dict[str, str]:
+    """The plan page's totals (one markdown element of label / value pairs), label -> value."""
+    block = next(m.value for m in at.markdown if 'class="welore-metrics"' in m.value)
+    pairs = re.findall(r'<div class="label">([^<]*)</div><div class="value">([^<]*)</div>', block)
+    return {html.unescape(label): html.unescape(value) for label, value in pairs}
+
+
 def test_plan_page_follows_the_err_slider(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception and not at.error
-    metrics = {m.label: m.value for m in at.metric}
-    assert "21 layers in 3 blocks" in at.markdown[0].value and metrics["Achieved ERR"].endswith("%")
+    metrics = plan_metrics(at)
+    assert len(metrics) == 6 and "21 layers in 3 blocks" in at.markdown[0].value and metrics["Achieved ERR"].endswith("%")
     spectra = wc.compute_spectra(llama_dir)
     expected = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
     assert metrics["Achieved ERR"] == f"{expected.achieved_err:.2f} %"
     at.slider[0].set_value(20.0).run()
     low = wc.make_plan(spectra, wc.PlanConfig(err=20.0))
-    assert {m.label: m.value for m in at.metric}["Achieved ERR"] == f"{low.achieved_err:.2f} %"
-    assert {m.label: m.value for m in at.metric}["LRC / N-LRC"] == f"{low.totals.lrc} / {low.totals.nlrc}"
+    assert plan_metrics(at)["Achieved ERR"] == f"{low.achieved_err:.2f} %"
+    assert plan_metrics(at)["LRC / N-LRC"] == f"{low.totals.lrc} / {low.totals.nlrc}"
+    assert plan_metrics(at)["Trainable (LRC)"] == f"{low.totals.trainable_params / 1e6:.2f} M"
+    by_type = next(m.value for m in at.markdown if 'class="dataframe welore-table"' in m.value)  # per layer type
+    assert all(f"<td>{kind}</td>" in by_type for kind in wc.plan_by_type(low)["kind"])
 
 
 def test_bad_model_path_shows_an_error_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,7 +124,7 @@ def test_err_and_k_sliders_follow_each_other(llama_dir: Path, monkeypatch: pytes
     at.slider[1].set_value(0.4).run()
     at_k = wc.make_plan(spectra, wc.PlanConfig(err=None, k=0.4))
     assert at.slider[0].value == pytest.approx(round(at_k.achieved_err, 2))
-    assert {m.label: m.value for m in at.metric}["Achieved ERR"] == f"{at_k.achieved_err:.2f} %"
+    assert plan_metrics(at)["Achieved ERR"] == f"{at_k.achieved_err:.2f} %"
     assert not at.exception
 
 
@@ -301,7 +313,7 @@ def test_the_parameters_slider_plans_a_budget_and_the_others_follow(llama_dir: P
     at.slider(key="params").set_value(15.0).run()
     assert not at.exception and not at.error
     plan = wc.make_plan(wc.compute_spectra(llama_dir), wc.PlanConfig(params=15.0))
-    assert {m.label: m.value for m in at.metric}["Achieved ERR"] == f"{plan.achieved_err:.2f} %"
+    assert plan_metrics(at)["Achieved ERR"] == f"{plan.achieved_err:.2f} %"
     assert at.slider(key="err").value == pytest.approx(round(plan.achieved_err, 2))
     assert at.slider(key="k").value == pytest.approx(plan.k)
     at.slider(key="err").set_value(30.0).run()  # back to ERR: the parameters slider follows

@@ -83,9 +83,12 @@ def server(lm_dir: Path, corpus_file: Path, isolated_cache: Path, tmp_path: Path
         log.close()
 
 
+METRIC = '[data-testid="stMetric"], .welore-metric'  # Streamlit's metric, or one of the plan page's totals
+
+
 def _metric(page, label: str) -> str:  # type: ignore[no-untyped-def]
-    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
-    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    box = page.locator(METRIC).filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"], .value').inner_text().strip()
 
 
 def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
@@ -100,7 +103,7 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
         page.goto(server)
         page.get_by_text("Achieved ERR", exact=True).wait_for(timeout=120_000)
         expected = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
-        expect(page.locator('[data-testid="stMetric"]').filter(has_text="Achieved ERR").first).to_contain_text(
+        expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
             f"{expected.achieved_err:.2f} %", timeout=30_000)
         page.screenshot(path=str(shots / "1-plan.png"), full_page=True)
 
@@ -113,7 +116,7 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
             slider.press("ArrowLeft")
             page.wait_for_timeout(150)
         lower = wc.make_plan(spectra, wc.PlanConfig(err=40.0))
-        expect(page.locator('[data-testid="stMetric"]').filter(has_text="Achieved ERR").first).to_contain_text(
+        expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
             f"{lower.achieved_err:.2f} %", timeout=30_000)
         assert _metric(page, "LRC / N-LRC") == f"{lower.totals.lrc} / {lower.totals.nlrc}"
         page.screenshot(path=str(shots / "2-slider.png"), full_page=True)
