@@ -23,7 +23,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -43,13 +43,14 @@ exec(compile(open({app!r}).read(), {app!r}, "exec"))
 
 
 @contextmanager
-def server(app: Path, env: dict[str, str]) -> Iterator[str]:
+def server(app: Path, env: dict[str, str], root: Path = ROOT, flags: Sequence[str] = ()) -> Iterator[str]:
+    """`streamlit run app` from the checkout `root` (its .streamlit/config.toml applies), with extra `flags`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false", *flags],
+                            cwd=root, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -86,35 +87,46 @@ def settled(page: Any) -> None:
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
+def load(browser: Any, url: str) -> float:
+    """Seconds from navigation to a drawn chart and the totals, in a fresh page."""
+    page, start = open_page(browser, url)
+    page.locator(CHART).first.wait_for(timeout=180_000)
+    page.get_by_text("Achieved ERR", exact=True).wait_for(timeout=60_000)
+    seconds = time.perf_counter() - start
+    page.close()
+    return seconds
+
+
 def first_chart(browser: Any, url: str, loads: int) -> list[float]:
-    times = []
-    for i in range(loads + 1):
-        page, start = open_page(browser, url)
-        page.locator(CHART).first.wait_for(timeout=180_000)
-        page.get_by_text("Achieved ERR", exact=True).wait_for(timeout=60_000)
-        if i:  # the first load warms the server's imports
-            times.append(time.perf_counter() - start)
-        page.close()
-    return times
+    return [load(browser, url) for _ in range(loads + 1)][1:]  # the first load warms the server's imports
 
 
-def slider_moves(browser: Any, url: str, moves: int) -> list[float]:
+def plan_page(browser: Any, url: str) -> Any:
+    """A page on the plan, its chart drawn and every element current."""
     page, _ = open_page(browser, url)
     page.locator(CHART).first.wait_for(timeout=180_000)
     settled(page)
+    return page
+
+
+def step(page: Any, key: str = "ArrowLeft") -> float:
+    """Seconds from one key press on the ERR slider to the totals changed and every element current."""
+    before = metric(page, "Achieved ERR")
     slider = page.get_by_role("slider").first
-    times = []
-    for _ in range(moves + 1):
-        before = metric(page, "Achieved ERR")
-        slider.focus()
-        start = time.perf_counter()
-        slider.press("ArrowLeft")
-        page.wait_for_function(
-            "([sel, label, before]) => { const m = [...document.querySelectorAll(sel)]"
-            ".find(e => e.innerText.includes(label)); return m && !m.innerText.includes(before); }",
-            arg=[METRIC, "Achieved ERR", before], timeout=60_000)
-        settled(page)
-        times.append(time.perf_counter() - start)
+    slider.focus()
+    start = time.perf_counter()
+    slider.press(key)
+    page.wait_for_function(
+        "([sel, label, before]) => { const m = [...document.querySelectorAll(sel)]"
+        ".find(e => e.innerText.includes(label)); return m && !m.innerText.includes(before); }",
+        arg=[METRIC, "Achieved ERR", before], timeout=60_000)
+    settled(page)
+    return time.perf_counter() - start
+
+
+def slider_moves(browser: Any, url: str, moves: int) -> list[float]:
+    page = plan_page(browser, url)
+    times = [step(page) for _ in range(moves + 1)]
     page.close()
     return times[1:]  # the first move warms the fragment's caches
 

@@ -14,63 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dashboard import CHART, FLAGS, ROOT, open_page, settled  # noqa: E402
-
-METRIC = '[data-testid="stMetric"], .welore-metric'  # Streamlit's metric (older pages) or the plan page's totals
-
-
-@contextmanager
-def served(root: Path, flags: list[str], cache: str) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "WELORE_CACHE": cache}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false", *flags],
-                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def value(page: Any, label: str) -> str:
-    box = page.locator(METRIC).filter(has_text=label).first
-    return str(box.locator('[data-testid="stMetricValue"], .value').inner_text()).strip()
-
-
-def first_chart(browser: Any, url: str) -> float:
-    page, start = open_page(browser, url)
-    page.locator(CHART).first.wait_for(timeout=180_000)
-    page.locator(METRIC).filter(has_text="Achieved ERR").first.wait_for(timeout=60_000)
-    seconds = time.perf_counter() - start
-    page.close()
-    return seconds
-
-
-def move(page: Any, key: str) -> float:
-    before = value(page, "Achieved ERR")
-    slider = page.get_by_role("slider").first
-    slider.focus()
-    start = time.perf_counter()
-    slider.press(key)
-    page.wait_for_function(
-        "([sel, label, before]) => { const m = [...document.querySelectorAll(sel)]"
-        ".find(e => e.innerText.includes(label)); return m && !m.innerText.includes(before); }",
-        arg=[METRIC, "Achieved ERR", before], timeout=60_000)
-    settled(page)
-    return time.perf_counter() - start
+from bench_dashboard import FLAGS, ROOT, load, plan_page, server, step  # noqa: E402
 
 
 def report(what: str, times: dict[str, list[float]]) -> None:
@@ -83,38 +32,34 @@ def report(what: str, times: dict[str, list[float]]) -> None:
 def main(a: Path, b: Path, a_flags: list[str], b_flags: list[str], loads: int, moves: int) -> None:
     from playwright.sync_api import sync_playwright
 
-    cache = os.environ.get("WELORE_CACHE", str(ROOT / "cache"))
+    cache = {"WELORE_CACHE": os.environ.get("WELORE_CACHE", str(ROOT / "cache"))}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-        with served(a, a_flags, cache) as url_a, served(b, b_flags, cache) as url_b:
+        with (server(a / "app.py", {**cache, "PYTHONPATH": str(a)}, a, a_flags) as url_a,
+              server(b / "app.py", {**cache, "PYTHONPATH": str(b)}, b, b_flags) as url_b):
             urls = {"A": url_a, "B": url_b}
             for url in urls.values():  # warm each server's imports and caches
-                first_chart(browser, url)
+                load(browser, url)
             times: dict[str, list[float]] = {"A": [], "B": []}
             for i in range(loads):
                 for side in ("AB" if i % 2 == 0 else "BA"):
-                    times[side].append(first_chart(browser, urls[side]))
+                    times[side].append(load(browser, urls[side]))
             if loads:
                 report("navigation -> first chart", times)
-            pages = {}
-            for side, url in urls.items():
-                page, _ = open_page(browser, url)
-                page.locator(CHART).first.wait_for(timeout=180_000)
-                settled(page)
-                pages[side] = page
+            pages = {side: plan_page(browser, url) for side, url in urls.items()}
             times = {"A": [], "B": []}
             for i in range(moves + 1):  # five steps down, five up: the plan stays near the default
                 key = "ArrowLeft" if (i // 5) % 2 == 0 else "ArrowRight"
                 for side in ("AB" if i % 2 == 0 else "BA"):
                     pages[side].bring_to_front()
-                    seconds = move(pages[side], key)
+                    seconds = step(pages[side], key)
                     if i:  # the first move warms the fragment
                         times[side].append(seconds)
             if moves:
                 report("ERR slider step -> everything updated", times)
         browser.close()
-    load = os.getloadavg()
-    print(f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min), {os.cpu_count()} cores")
+    avg = os.getloadavg()
+    print(f"load average {avg[0]:.2f} / {avg[1]:.2f} / {avg[2]:.2f} (1 / 5 / 15 min), {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ SIZES = {  # hidden, MLP, blocks, heads, vocab, seqlen, batch
 }
 DECAY = {"q_proj": 1.2, "k_proj": 1.2, "v_proj": 0.3, "o_proj": 0.4, "gate_proj": 0.5, "up_proj": 0.4, "down_proj": 0.6}
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}  # dense, no sparsity
+TABLE = "| what | measured | vs baseline | notes |\n|---|---:|---:|---|"  # head of the compress, eval, spectra rows
 FT_MODES = ("lrc", "lrc+ckpt", "nlrc", "full", "lora", "galore")  # lrc+ckpt: lrc with gradient checkpointing
 
 
@@ -113,8 +114,8 @@ def child(task: str, args: list[str]) -> dict[str, Any]:
     else:
         label, folder, data, out_dir, steps, seqlen, batch = args[1:8]
         mode, ckpt = label.split("+")[0], label.endswith("+ckpt")
-        config = wc.FinetuneConfig(mode=mode, gradient_checkpointing=ckpt, data=data, steps=int(steps), seqlen=int(seqlen), batch_size=int(batch),
-                                   lr=1e-4, eval_tokens=4 * int(seqlen), forget_tokens=0, save_every=0,
+        config = wc.FinetuneConfig(mode=mode, gradient_checkpointing=ckpt, data=data, steps=int(steps),
+                                   seqlen=int(seqlen), batch_size=int(batch), lr=1e-4, eval_tokens=4 * int(seqlen), forget_tokens=0, save_every=0,
                                    device=args[0], galore_rank=128, galore_gap=50)
         r = wc.run_finetune(folder, config, Path(out_dir) / label.replace("+", "-"))
         warm = r.step_seconds[1:] or r.step_seconds  # after a warm-up step
@@ -207,9 +208,7 @@ def section(title: str, work: Callable[[], None]) -> bool:
     try:
         work()
         return True
-    except BaseException as exc:  # noqa: BLE001 (SystemExit from a failed child included)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+    except (Exception, SystemExit) as exc:  # SystemExit: a failed child (run_child)
         tail = "".join(traceback.format_exception(exc))[-2500:]
         print(f"\n{title} FAILED:\n{tail}\n", flush=True)
         return False
@@ -231,7 +230,7 @@ def main(size: str, steps: int, parts: set[str]) -> None:
         print(f"synthetic LLaMA {size}: hidden {hidden}, MLP {mlp}, {blocks} blocks, vocab {vocab}, "
               f"{model_mib:,.0f} MiB of weights, largest shard {shard:,.0f} MiB, on {name} "
               f"(built in {time.perf_counter() - begin:.0f} s)\n")
-        print("| what | measured | vs baseline | notes |\n|---|---:|---:|---|", flush=True)
+        print(TABLE, flush=True)
         compressed = Path(tmp) / "compressed"
 
         def compress() -> None:
@@ -248,7 +247,7 @@ def main(size: str, steps: int, parts: set[str]) -> None:
         if "finetune" in parts:
             finetune_table(device, compressed, data, tmp, steps, seqlen, batch)
         if "spectra" in parts:  # last: the paper's torch.svd is the slowest part
-            print("\n| what | measured | vs baseline | notes |\n|---|---:|---:|---|", flush=True)
+            print(f"\n{TABLE}", flush=True)
             section("spectra", lambda: bench_spectra(folder, device))
         print(f"\nbench_gpu: {time.perf_counter() - begin:.0f} s in all", flush=True)
 

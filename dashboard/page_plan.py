@@ -1,8 +1,10 @@
 """Spectra & rank plan: load a model's spectra, choose ERR, k or parameters removed, see ranks and the LRC
 partition, export.
 
-Everything a slider moves lives in one fragment (`plan_panel`): a move reruns the controls, the totals and
-the open tab only, never the model resolution or the spectra above them.
+Everything a slider moves lives in one fragment (`plan_panel`): a move reruns the three sliders, the totals
+and the open tab only, never the plan settings, the model resolution or the spectra above them. The totals
+are one element (and the per-type table of the plan tab another): each element a move redraws costs the
+browser time (bench/bench_dashboard_ab.py).
 """
 from __future__ import annotations
 
@@ -50,10 +52,9 @@ def plan_settings() -> None:
                             help="welore: one global threshold on normalised singular values; uniform: the same "
                                  "reduction everywhere; energy: keep a fraction of each layer's energy; greedy: "
                                  "rank where it removes the most energy per parameter")
-    normalization = c2.selectbox("Normalisation", list(wc.NORMALIZATIONS), key="normalization",
-                                 disabled=strategy != "welore")
-    min_ratio = c3.number_input("LRC min ratio", 0.0, 1.0, 0.5, 0.05, key="min_ratio",
-                                help="a layer whose rank is reduced by more than this is an LRC")
+    c2.selectbox("Normalisation", list(wc.NORMALIZATIONS), key="normalization", disabled=strategy != "welore")
+    c3.number_input("LRC min ratio", 0.0, 1.0, 0.5, 0.05, key="min_ratio",
+                    help="a layer whose rank is reduced by more than this is an LRC")
 
 
 @st.fragment
@@ -103,7 +104,7 @@ def plan_panel() -> None:
             plan_tabs.rankmap_tab(spectra, plan)
 
 
-STYLE = """<style>
+STYLE = """<style>  /* the totals, and the plan tab's per-type table (plan_tabs.plan_tab) */
 .welore-metrics {display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: 1rem 1.5rem; margin: .25rem 0 1rem}
 .welore-metric .label {font-size: .875rem; opacity: .8}
 .welore-metric .value {font-size: 2.25rem; line-height: 1.25; white-space: nowrap}

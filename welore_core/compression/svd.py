@@ -45,9 +45,8 @@ def _tall(w: torch.Tensor) -> torch.Tensor:
 def values_of(weight: torch.Tensor, dtype: str, method: str, device: torch.device) -> np.ndarray:
     """Descending singular values of one matrix, as numpy in `dtype`."""
     if method == "gram":
-        s = torch.linalg.eigvalsh(_gram(weight, device)).clamp_min(0).sqrt().flip(-1)  # (n,), ascending -> descending
-    else:
-        s = torch.linalg.svdvals(_tall(weight.detach().to(device=device)).to(DTYPES[dtype]))
+        return _gram_batch([_gram(weight, device)], dtype)[0]
+    s = torch.linalg.svdvals(_tall(weight.detach().to(device=device)).to(DTYPES[dtype]))
     return s.to(DTYPES[dtype]).cpu().numpy()
 
 
@@ -58,6 +57,7 @@ def _gram(weight: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _gram_batch(grams: list[torch.Tensor], dtype: str) -> list[np.ndarray]:
+    """Descending singular values from same-size Gram matrices: one batched eigvalsh, ascending -> descending."""
     s = torch.linalg.eigvalsh(torch.stack(grams)).clamp_min(0).sqrt().flip(-1)  # (B, n)
     return list(s.to(DTYPES[dtype]).cpu().numpy())
 

@@ -27,6 +27,11 @@ SAFETENSORS_NAMES = {dtype: name for name, dtype in STORED_DTYPES.items()}
 
 def read_header(path: Path) -> dict[str, Any]:
     """The JSON header of a safetensors file (tensor name -> dtype, shape, offsets), without reading data."""
+    return _header(path)[0]
+
+
+def _header(path: Path) -> tuple[dict[str, Any], int]:
+    """The header, and the byte offset where the tensor data starts (offsets in the header count from there)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -41,7 +46,7 @@ def read_header(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise WeLoreError(f"{path}: not a readable safetensors file (header is not an object)")
     header.pop("__metadata__", None)
-    return header
+    return header, 8 + length
 
 
 def tensor_index(files: Iterable[Path]) -> TensorIndex:
@@ -98,9 +103,7 @@ class ShardReader:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.header = read_header(self.path)
-        with open(self.path, "rb") as fh:
-            self.start = 8 + struct.unpack("<Q", fh.read(8))[0]
+        self.header, self.start = _header(self.path)
         self._fh: Any = None
 
     def __enter__(self) -> "ShardReader":
