@@ -1,5 +1,6 @@
 """Two versions of the dashboard side by side in one browser, measured alternately (A/B), so that a change in
-the machine's load hits both: navigation -> first chart, and ERR slider steps -> everything updated.
+the machine's load hits both: navigation -> first chart, and ERR slider steps -> totals and heatmap
+redrawn, and -> page caught up (bench_dashboard.step).
 
 A and B are project checkouts (a `git worktree` of another commit, or this one) and/or server flags:
 
@@ -47,16 +48,19 @@ def main(a: Path, b: Path, a_flags: list[str], b_flags: list[str], loads: int, m
             if loads:
                 report("navigation -> first chart", times)
             pages = {side: plan_page(browser, url) for side, url in urls.items()}
-            times = {"A": [], "B": []}
+            drawn: dict[str, list[float]] = {"A": [], "B": []}
+            caught_up: dict[str, list[float]] = {"A": [], "B": []}
             for i in range(moves + 1):  # five steps down, five up: the plan stays near the default
                 key = "ArrowLeft" if (i // 5) % 2 == 0 else "ArrowRight"
                 for side in ("AB" if i % 2 == 0 else "BA"):
                     pages[side].bring_to_front()
                     seconds = step(pages[side], key)
                     if i:  # the first move warms the fragment
-                        times[side].append(seconds)
+                        drawn[side].append(seconds[0])
+                        caught_up[side].append(seconds[1])
             if moves:
-                report("ERR slider step -> everything updated", times)
+                report("ERR slider step -> totals and heatmap redrawn", drawn)
+                report("ERR slider step -> page caught up (server rerun)", caught_up)
         browser.close()
     avg = os.getloadavg()
     print(f"load average {avg[0]:.2f} / {avg[1]:.2f} / {avg[2]:.2f} (1 / 5 / 15 min), {os.cpu_count()} cores")

@@ -27,6 +27,16 @@ def scores(fingerprint: str, setting: str, strategy: str, normalization: str, _s
     return wc.prepare_scores(_spectra, strategy, normalization)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def explorer_grid(fingerprint: str, setting: str, strategy: str, normalization: str, min_ratio: float,
+                  _spectra: wc.Spectra, _scores: wc.Scores | None) -> tuple[str, str]:
+    """(id, JSON) of the explorer's grid: the plans at every ERR and k grid point, built once per strategy."""
+    from dashboard.explorer import grid_payload
+
+    grid_id = f"{fingerprint[:16]}:{setting}:{strategy}:{normalization}:{min_ratio:g}"
+    return grid_id, grid_payload(_spectra, strategy, normalization, min_ratio, _scores)
+
+
 def fingerprint(model: str) -> str:
     """sha256 of the model's weight files (memoised on disk by file stat, so a warm call is a stat)."""
     return wc.source_fingerprint(wc.resolve_model(model or None))

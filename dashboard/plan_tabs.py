@@ -11,7 +11,7 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard import cached
-from welore_core.figures import (compare_figure, reduction_heatmap_figure, reduction_heatmap_spec, spectra_heatmap_figure,
+from welore_core.figures import (compare_figure, reduction_heatmap_figure, spectra_heatmap_figure,
                                  spectra_lines_figure)
 
 LAYER_COLUMNS = ["name", "block", "kind", "shape", "full_rank", "stable_rank", "effective_rank", "rank", "reduction",
@@ -19,7 +19,7 @@ LAYER_COLUMNS = ["name", "block", "kind", "shape", "full_rank", "stable_rank", "
 
 
 def plan_tab(plan: wc.RankPlan) -> None:
-    st.vega_lite_chart(reduction_heatmap_spec(plan.frame()), width="stretch", theme=None, key="plan_heatmap")
+    """The plan by layer type (the heatmap above the tabs shows it by layer)."""
     st.markdown(wc.plan_by_type(plan).round(4).to_html(index=False, border=0, classes="welore-table"), unsafe_allow_html=True)
 
 

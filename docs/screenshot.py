@@ -18,7 +18,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-CHART = ".js-plotly-plot .main-svg, .vega-embed svg, .vega-embed canvas"
+CHART = ".js-plotly-plot .main-svg, .vega-embed svg, .vega-embed canvas, svg.welore-heatmap rect.cell"
 
 
 def _settle(page: Page, charts: bool = True) -> None:

@@ -1,24 +1,40 @@
 """The dashboard page runs on a tiny real model: spectra load, the ERR slider changes the plan totals."""
 from __future__ import annotations
 
-import html
 import json
-import re
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import welore_core as wc
+from dashboard import explorer
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
+def explorer_data(at: AppTest) -> dict[str, Any]:
+    """What the page sent the browser's explorer: its grid id and JSON, and the server's current plan."""
+    def walk(node: Any) -> Iterator[Any]:
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+
+    found = [e for e in walk(at._tree) if getattr(e, "type", "") == "bidi_component"]
+    assert len(found) == 1, f"expected one explorer, found {len(found)}"
+    return dict(json.loads(found[0].proto.json))
+
+
 def plan_metrics(at: AppTest) -> dict[str, str]:
-    """The plan page's totals (one markdown element of label / value pairs), label -> value."""
-    block = next(m.value for m in at.markdown if 'class="welore-metrics"' in m.value)
-    pairs = re.findall(r'<div class="label">([^<]*)</div><div class="value">([^<]*)</div>', block)
-    return {html.unescape(label): html.unescape(value) for label, value in pairs}
+    """The totals the explorer shows for the server's plan, label -> value (the browser only places them)."""
+    return dict(zip(explorer.LABELS, (m[0] for m in explorer_data(at)["current"]["metrics"])))
+
+
+def pick(at: AppTest, axis: str, value: float) -> AppTest:
+    """A slider of the explorer rests at `value`: the session change its callback makes, then the rerun."""
+    explorer.apply_pick(at.session_state, {"axis": axis, "value": value, "seq": 1})
+    return at.run()
 
 
 def test_plan_page_follows_the_err_slider(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,7 +46,7 @@ def test_plan_page_follows_the_err_slider(llama_dir: Path, monkeypatch: pytest.M
     spectra = wc.compute_spectra(llama_dir)
     expected = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
     assert metrics["Achieved ERR"] == f"{expected.achieved_err:.2f} %"
-    at.slider[0].set_value(20.0).run()
+    pick(at, "err", 20.0)
     low = wc.make_plan(spectra, wc.PlanConfig(err=20.0))
     assert plan_metrics(at)["Achieved ERR"] == f"{low.achieved_err:.2f} %"
     assert plan_metrics(at)["LRC / N-LRC"] == f"{low.totals.lrc} / {low.totals.nlrc}"
@@ -117,14 +133,39 @@ def test_err_and_k_sliders_follow_each_other(llama_dir: Path, monkeypatch: pytes
     monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
     at = AppTest.from_file(APP, default_timeout=120).run()
     spectra = wc.compute_spectra(llama_dir)
-    err_slider, k_slider = at.slider[0], at.slider[1]
-    assert k_slider.value == pytest.approx(wc.make_plan(spectra, wc.PlanConfig(err=50.0)).k)
-    err_slider.set_value(30.0).run()
-    assert at.slider[1].value == pytest.approx(wc.make_plan(spectra, wc.PlanConfig(err=30.0)).k)
-    at.slider[1].set_value(0.4).run()
+    assert explorer_data(at)["current"]["k"] == pytest.approx(wc.make_plan(spectra, wc.PlanConfig(err=50.0)).k)
+    pick(at, "err", 30.0)
+    assert explorer_data(at)["current"]["k"] == pytest.approx(wc.make_plan(spectra, wc.PlanConfig(err=30.0)).k)
+    assert at.session_state["k"] == pytest.approx(wc.make_plan(spectra, wc.PlanConfig(err=30.0)).k)
+    pick(at, "k", 0.4)
     at_k = wc.make_plan(spectra, wc.PlanConfig(err=None, k=0.4))
-    assert at.slider[0].value == pytest.approx(round(at_k.achieved_err, 2))
+    assert at.session_state["err"] == pytest.approx(round(at_k.achieved_err, 2))
+    assert explorer_data(at)["current"]["err"] == at_k.achieved_err
     assert plan_metrics(at)["Achieved ERR"] == f"{at_k.achieved_err:.2f} %"
+    assert not at.exception
+
+
+def test_the_explorer_grid_holds_the_plan_the_server_makes_at_each_point(llama_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the browser draws for a slider position, from the grid alone, is what the server's plan at that value
+    is: ranks, k, achieved ERR and every formatted total (here at ERR 20 % and k 0.4; every point in test_sweep)."""
+    monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    grid = json.loads(explorer_data(at)["grid"])
+    assert grid["names"] == [l.name for l in wc.compute_spectra(llama_dir).layers]
+    for axis, value in (("err", 20.0), ("k", 0.4), ("err", 99.0), ("k", 0.0)):
+        pick(at, axis, value)
+        current, points = explorer_data(at)["current"], grid["axes"][axis]
+        i = points["targets"].index(value)
+        assert (current["axis"], current["value"]) == (axis, value)
+        assert [points["ranks"][i], points["k"][i], points["err"][i], points["metrics"][i]] == \
+            [current["ranks"], current["k"], current["err"], current["metrics"]]
+    at.session_state["strategy"] = "greedy"  # no threshold: the k slider is off, the ERR grid is the greedy plans
+    pick(at, "err", 35.0)
+    data = explorer_data(at)
+    grid = json.loads(data["grid"])
+    assert grid["axes"]["k"] is None and data["current"]["k"] is None
+    assert grid["axes"]["err"]["ranks"][70] == data["current"]["ranks"]
     assert not at.exception
 
 
@@ -314,9 +355,10 @@ def test_the_parameters_slider_plans_a_budget_and_the_others_follow(llama_dir: P
     assert not at.exception and not at.error
     plan = wc.make_plan(wc.compute_spectra(llama_dir), wc.PlanConfig(params=15.0))
     assert plan_metrics(at)["Achieved ERR"] == f"{plan.achieved_err:.2f} %"
-    assert at.slider(key="err").value == pytest.approx(round(plan.achieved_err, 2))
-    assert at.slider(key="k").value == pytest.approx(plan.k)
-    at.slider(key="err").set_value(30.0).run()  # back to ERR: the parameters slider follows
+    current = explorer_data(at)["current"]  # off the grid: the browser draws the server's plan as sent
+    assert (current["axis"], current["err"], current["k"]) == ("params", plan.achieved_err, plan.k)
+    assert current["ranks"] == [l.rank for l in plan.layers]
+    pick(at, "err", 30.0)  # back to ERR: the parameters slider follows
     by_err = wc.make_plan(wc.compute_spectra(llama_dir), wc.PlanConfig(err=30.0))
     assert at.slider(key="params").value == pytest.approx(round(by_err.totals.params_removed_pct, 2))
 

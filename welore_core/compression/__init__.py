@@ -7,7 +7,9 @@
                     baselines), for an ERR, a k, or a parameter / size budget (`budget`); data-aware
                     allocations on whitened spectra (`whitened`, `greedy`; `fisher` weighs them by the loss's
                     output Fisher); `summary` tables of a plan;
-                    `rankmap` the plan as JSON (+ `schemas/`)
+                    `rankmap` the plan as JSON (+ `schemas/`); `totals` the arithmetic from ranks to a plan's
+                    numbers; `sweep` the plans at every point of an ERR or
+                    k grid at once (the dashboard's in-browser explorer)
 4. `lowrank`        the low-rank layer W = A·B, A = U_r √S_r, B = √S_r V_rᵀ
 5. `compress`       applies a plan to a model (`compress_to`); `stream` to a checkpoint, tensor by tensor;
                     `actsvd` the activation-whitened factors
@@ -22,21 +24,24 @@ from .compress import (MODES, CompressionConfig, LayerTarget, Target, compress_t
 from .folder import (FORMAT, CompressionReport, is_compressed_folder, load_compressed, load_model, read_manifest,
                      read_report, save_compressed)
 from .lowrank import LowRankLinear, svd_factors, truncate_weight
-from .plan import (BYTES_PER_PARAM, CALIBRATED, DATA_AWARE, GREEDY, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanConfig, PlanTotals, RankPlan, Scores,
-                   err_for_k, make_plan, plan_from_ranks, plan_totals, prepare_scores)
+from .plan import (CALIBRATED, DATA_AWARE, GREEDY, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanConfig, RankPlan, Scores,
+                   allocate_ranks, err_for_k, make_plan, plan_from_ranks, plan_totals, prepare_scores)
+from .totals import BYTES_PER_PARAM, PlanTotals, RankTable
+from .sweep import ERR_GRID, K_GRID, PlanSweep, plan_sweep
 from .rankmap import (SCHEMA_ID, check_rankmap, custom_rankmap, missing_layers, plan_from_rankmap, rankmap_dict,
                       rankmap_schema, read_rankmap, save_rankmap)
 from .stream import compress_streamed, streamable
 from .spectra import Spectra, SpectraConfig, compute_spectra, effective_rank, singular_values, stable_rank
 from .summary import plan_by_type, plan_grid, spectra_by_type
 from .budget import kept_params, removed_pct, uniform_param_ranks
-from .greedy import greedy_ranks, sensitivity_weights, truncation_loss
+from .greedy import greedy_err_ranks, greedy_ranks, sensitivity_weights, truncation_loss
 from .fisher import fisher_spectra, output_fisher
 from .whitened import calibrated_fisher, calibrated_spectra, whitened_spectra, whitened_values
 from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper_threshold, rank_at_k,
                         solve_threshold, solve_threshold_below)
 
-__all__ = ["BYTES_PER_PARAM", "CALIBRATED", "DATA_AWARE", "GREEDY", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
+__all__ = ["ERR_GRID", "K_GRID", "PlanSweep", "RankTable", "allocate_ranks", "greedy_err_ranks", "plan_sweep",
+           "BYTES_PER_PARAM", "CALIBRATED", "DATA_AWARE", "GREEDY", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
            "Calibration", "CompressionConfig", "CompressionReport", "LayerPlan", "LayerTarget", "LowRankLinear",
            "PlanConfig", "PlanTotals", "RankPlan", "Scores", "Spectra", "SpectraConfig", "Target",
            "calibrated_fisher", "calibrated_spectra", "fisher_spectra", "output_fisher", "calibration_batches", "greedy_ranks", "kept_params", "removed_pct",

@@ -13,6 +13,8 @@ Beyond the rank where A·B stops saving parameters a layer may go dense whole, a
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from ..errors import WeLoreError
@@ -27,7 +29,9 @@ def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: fl
     as the Fisher-weighted spectra are), instead of its share of the layer's energy."""
     if (pct is None) == (err is None):
         raise WeLoreError("greedy allocation needs exactly one budget: parameters removed or ERR")
-    by_params = pct is not None
+    if err is not None:
+        return greedy_err_ranks(layers, values, [err], weights, relative)[0]
+    by_params = True
     items: list[tuple[float, int, int, int, int]] = []  # (-gain/cost, layer, rank after, cost, tie order)
     ranks = np.ones(len(layers), dtype=int)
     tops = np.array([l.full_rank for l in layers])
@@ -61,6 +65,36 @@ def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: fl
             ranks[i] = rank
             spent += cost
     return ranks
+
+
+def greedy_err_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], errs: Sequence[float],
+                     weights: dict[str, float] | None = None, relative: bool = True) -> np.ndarray:
+    """Greedy ranks under each ERR budget of `errs` (percent): (len(errs), L), from one sort.
+
+    Under a rank budget every increment costs 1, so the allocation at a budget of B kept ranks is the first
+    B - L increments in order of gain (each layer starts at rank 1): a layer's gains fall with r, and ties are
+    broken by (layer, r), so a layer's increments come in rank order and none is ever skipped. Every budget is
+    a prefix of the same order.
+    """
+    gains, owner, rank = [], [], []
+    for i, layer in enumerate(layers):
+        s2 = values[layer.name].astype(np.float64) ** 2
+        total = float(s2.sum())
+        scale = 1.0 if not relative else 1.0 / total if total > 0 else 0.0
+        gains.append((weights or {}).get(layer.name, 1.0) * scale * s2[1:layer.full_rank])  # keeping value r: r + 1
+        owner.append(np.full(gains[-1].size, i))
+        rank.append(np.arange(2, gains[-1].size + 2))
+    gain, who, r = np.concatenate(gains), np.concatenate(owner), np.concatenate(rank)
+    order = np.lexsort((r, who, -gain))  # by falling gain, then layer, then rank
+    full = sum(l.full_rank for l in layers)
+    taken = [int(min(max(np.floor((1.0 - err / 100.0) * full) - len(layers), 0), order.size)) for err in errs]
+    out = np.ones((len(errs), len(layers)), dtype=int)
+    counts, done = np.zeros(len(layers), dtype=int), 0
+    for p in np.argsort(taken, kind="stable"):  # budgets in rising order: each adds the next stretch of the order
+        counts += np.bincount(who[order[done:taken[p]]], minlength=len(layers))
+        done = taken[p]
+        out[p] += counts
+    return out
 
 
 def truncation_loss(layers: list[LayerInfo], values: dict[str, np.ndarray], ranks: np.ndarray | list[int],

@@ -11,7 +11,7 @@ Component (LRC) and is factored as A (out x r) · B (r x in); the others (N-LRCs
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -19,15 +19,15 @@ import pandas as pd
 
 from ..errors import WeLoreError
 from .spectra import Spectra
-from .budget import BYTES, pct_removed, ranks_at, size_to_pct, solve_k_for_params, uniform_param_ranks
+from .budget import BYTES, ranks_at, size_to_pct, solve_k_for_params, uniform_param_ranks
 from .greedy import greedy_ranks
+from .totals import PlanTotals, RankTable
 from .threshold import NORMALIZATIONS, normalize, paper_threshold, solve_threshold, solve_threshold_below
 
 STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy", "fisher")
 DATA_AWARE = ("whitened", "greedy", "fisher")  # plan on whitened spectra (calibration statistics): whitened.py, fisher.py
 CALIBRATED = ("whitened", "fisher")  # cannot plan without calibration statistics (greedy can, on weight spectra)
 GREEDY = ("greedy", "fisher")  # no threshold: a budget spent increment by increment (greedy.py)
-BYTES_PER_PARAM = BYTES  # bytes per parameter of each storage dtype
 LRC_MIN_RATIO = 0.5  # the paper: a layer whose rank drops by more than half is a Low-Rank Component
 
 
@@ -92,28 +92,6 @@ class LayerPlan:
     rel_error: float  # ||W - W_r||_F / ||W||_F = sqrt(sum of discarded s^2 / sum s^2)
 
 
-@dataclass(frozen=True)
-class PlanTotals:
-    """What a plan adds up to: achieved ERR, the LRC partition, parameters and bytes (the rank map's `totals`)."""
-
-    achieved_err: float  # percent: 1 - sum of kept ranks / sum of full ranks
-    layers: int
-    lrc: int  # layers reduced by more than min_ratio: factored and fine-tuned
-    nlrc: int
-    params_dense: int  # parameters of the whole dense model
-    params_compressed: int  # LRCs factored, N-LRCs dense (the paper's fine-tuning set-up)
-    params_all_layers: int  # every layer at its rank where that is smaller (the paper's compression tables)
-    param_ratio: float  # params_compressed / params_dense
-    trainable_params: int  # parameters of the LRC factors: what WeLore fine-tunes
-    bytes_dense: dict[str, int]  # by storage dtype (BYTES_PER_PARAM)
-    bytes_compressed: dict[str, int]
-    mean_rel_error: float  # mean over layers of ||W - W_r||_F / ||W||_F
-    params_removed_pct: float = 0.0  # percent of the analysed layers' parameters removed, every layer the smaller way
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 @dataclass
 class RankPlan:
     model: str
@@ -173,6 +151,18 @@ def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None
               weights: dict[str, float] | None = None) -> RankPlan:
     """Allocate ranks to every layer of `spectra` according to `config` (`weights`: per-layer sensitivity
     weights for the greedy strategy, `greedy.sensitivity_weights`)."""
+    if config.strategy not in GREEDY and (scores is None or (scores.strategy, scores.normalization)
+                                          != (config.strategy, config.normalization)):
+        scores = prepare_scores(spectra, config.strategy, config.normalization)
+    ranks, k = allocate_ranks(spectra, config, scores, weights)
+    return plan_from_ranks(spectra, dict(zip([l.name for l in spectra.layers], ranks.tolist())), config, k=k,
+                           scores=scores)
+
+
+def allocate_ranks(spectra: Spectra, config: PlanConfig, scores: Scores | None = None,
+                   weights: dict[str, float] | None = None) -> tuple[np.ndarray, float | None]:
+    """The kept rank of every layer (clamped to [1, full rank]) and the strategy's threshold k (None for the
+    greedy strategies): make_plan's allocation, without the plan around it (`sweep` calls it point by point)."""
     if config.strategy == "whitened" and spectra.basis not in ("whitened", "fisher"):
         raise WeLoreError("the whitened strategy plans on whitened spectra: whitened_spectra(model, collect_grams(…))"
                           " (the CLI's --calib PATH)")
@@ -209,9 +199,7 @@ def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None
             else:
                 k = solve_threshold(scores.pooled, target or 0.0)
             ranks = ranks_at(scores.ascending, k, config.strategy)
-    ranks = np.clip(ranks, 1, full)
-    return plan_from_ranks(spectra, dict(zip([l.name for l in layers], ranks.tolist())), config,
-                           k=None if k is None else float(k), scores=scores)
+    return np.clip(ranks, 1, full), None if k is None else float(k)
 
 
 def params_target(spectra: Spectra, config: PlanConfig) -> float | None:
@@ -236,39 +224,28 @@ def plan_from_ranks(spectra: Spectra, ranks: dict[str, int], config: PlanConfig,
                     scores: Scores | None = None) -> RankPlan:
     """A plan with given per-layer ranks (missing layers keep full rank): totals, LRC flags, errors."""
     tails = scores.tail if scores is not None else prepare_scores(spectra, "uniform").tail
-    layers = []
-    for layer, tail in zip(spectra.layers, tails):
+    row = []
+    for layer in spectra.layers:
         r = int(ranks.get(layer.name, layer.full_rank))
         if not 1 <= r <= layer.full_rank:
             raise WeLoreError(f"layer {layer.name}: rank {r} outside [1, {layer.full_rank}]")
-        reduction = 1.0 - r / layer.full_rank
-        layers.append(LayerPlan(layer.name, layer.block, layer.kind, layer.shape, layer.full_rank, r, reduction,
-                                reduction > config.min_ratio, layer.dense_params, layer.factored_params(r),
-                                float(np.sqrt(max(tail[r], 0.0)))))
-    return RankPlan(spectra.model, spectra.fingerprint, config, k, config.err, layers, spectra.total_params,
-                    plan_totals(layers, spectra.total_params))
+        row.append(r)
+    table = RankTable.of(spectra, tails)
+    per_layer = table.per_layer(np.array([row]), config.min_ratio)
+    reduction, lrc, factored, errors = (a[0].tolist() for a in per_layer)
+    layers = [LayerPlan(l.name, l.block, l.kind, l.shape, l.full_rank, r, reduction[i], lrc[i], l.dense_params,
+                        factored[i], errors[i]) for i, (l, r) in enumerate(zip(spectra.layers, row))]
+    totals = table.totals(np.array([row]), *(a for a in per_layer[1:]))[0]
+    return RankPlan(spectra.model, spectra.fingerprint, config, k, config.err, layers, spectra.total_params, totals)
 
 
 def plan_totals(layers: list[LayerPlan], total_params: int) -> PlanTotals:
     """Achieved ERR, the LRC partition, parameter counts and bytes of the LRC-factored model."""
-    full = sum(l.full_rank for l in layers)
-    kept = sum(l.rank for l in layers)
-    lrc = [l for l in layers if l.lrc]
-    saved = sum(l.dense_params - l.factored_params for l in lrc)
-    all_saved = sum(max(0, l.dense_params - l.factored_params) for l in layers)
-    compressed = total_params - saved
-    return PlanTotals(
-        achieved_err=round(100.0 * (1.0 - kept / full), 9) if full else 0.0,
-        layers=len(layers), lrc=len(lrc), nlrc=len(layers) - len(lrc),
-        params_dense=total_params, params_compressed=compressed, params_all_layers=total_params - all_saved,
-        param_ratio=compressed / total_params if total_params else 1.0,
-        trainable_params=sum(l.factored_params for l in lrc),
-        bytes_dense={d: total_params * b for d, b in BYTES_PER_PARAM.items()},
-        bytes_compressed={d: compressed * b for d, b in BYTES_PER_PARAM.items()},
-        mean_rel_error=float(np.mean([l.rel_error for l in layers])) if layers else 0.0,
-        params_removed_pct=removed_pct_of(layers))
+    def row(values: list[Any], dtype: Any) -> np.ndarray:
+        return np.array(values, dtype=dtype).reshape(1, len(layers))
 
-
-def removed_pct_of(layers: list[LayerPlan]) -> float:
-    """Percent of the planned layers' parameters removed, each stored the smaller way (peers' convention)."""
-    return pct_removed(sum(l.dense_params for l in layers), sum(min(l.dense_params, l.factored_params) for l in layers))
+    zeros = np.zeros(len(layers), dtype=np.int64)  # unit, bias: not needed once factored sizes are known
+    table = RankTable(row([l.full_rank for l in layers], np.int64)[0], zeros, zeros,
+                      row([l.dense_params for l in layers], np.int64)[0], [], total_params)
+    return table.totals(row([l.rank for l in layers], np.int64), row([l.lrc for l in layers], bool),
+                        row([l.factored_params for l in layers], np.int64), row([l.rel_error for l in layers], float))[0]

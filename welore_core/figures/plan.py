@@ -2,8 +2,6 @@
 (normalised spectra per layer type, with the kept rank at k), spectra as lines, and two plans compared."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -30,34 +28,6 @@ def reduction_heatmap_figure(plan_frame: pd.DataFrame) -> go.Figure:
                       margin={"t": 30, "b": 10}, title="Rank reduction per layer (● = LRC, factored and fine-tuned)")
     fig.update_yaxes(autorange="reversed")
     return fig
-
-
-def reduction_heatmap_spec(plan_frame: pd.DataFrame) -> dict[str, Any]:
-    """The same Figure 6 as a Vega-Lite spec: the dashboard's landing chart (Streamlit draws Vega-Lite without
-    loading plotly.js, and redraws 200 rectangles faster than Plotly redraws a heatmap with text)."""
-    rows = [{"block": int(r.block), "kind": str(r.kind), "name": str(r.name), "rank": int(r.rank),
-             "reduction": round(100 * float(r.reduction), 2), "part": "LRC" if r.lrc else "N-LRC"}
-            for r in plan_frame.itertuples()]
-    kinds = list(dict.fromkeys(plan_frame["kind"]))
-    blocks = len(set(plan_frame["block"]))
-    axis_x = {"field": "kind", "type": "ordinal", "sort": kinds, "title": "layer type", "axis": {"labelAngle": -30}}
-    axis_y = {"field": "block", "type": "ordinal", "title": "block"}
-    tooltip = [{"field": "name"}, {"field": "rank"}, {"field": "reduction", "title": "reduction %"}, {"field": "part"}]
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": "Rank reduction per layer (● = LRC, factored and fine-tuned)",
-        "data": {"values": rows},
-        "height": max(240, 16 * blocks),
-        "layer": [
-            {"mark": {"type": "rect"}, "encoding": {
-                "x": axis_x, "y": axis_y, "tooltip": tooltip,
-                "color": {"field": "reduction", "type": "quantitative", "title": "reduction %",
-                          "scale": {"scheme": palette.REDUCTION_SCALE.lower(), "domain": [0, 100]}}}},
-            {"transform": [{"filter": "datum.part == 'LRC'"}],
-             "mark": {"type": "point", "filled": True, "size": 18, "color": palette.REFERENCE},
-             "encoding": {"x": axis_x, "y": axis_y, "tooltip": tooltip}},
-        ],
-    }
 
 
 def spectra_heatmap_figure(spectra: Spectra, kind: str, normalization: str = "minmax",

@@ -1,0 +1,224 @@
+// The rank-plan explorer (dashboard/explorer.py): the ERR and k sliders move the totals and the LRC heatmap from
+// the plans of every grid point, sent once; a rested slider tells the server (setStateValue "pick").
+const VIRIDIS = ["#440154", "#482475", "#414487", "#355f8d", "#2a788e", "#21918c", "#22a884", "#44bf70", "#7ad151",
+  "#bddf26", "#fde725"];
+const PALETTE = Array.from({ length: 101 }, (_, i) => {  // reduction 0..100 % -> viridis, as the Vega chart drew it
+  const t = (i / 100) * (VIRIDIS.length - 1), j = Math.min(VIRIDIS.length - 2, Math.floor(t)), f = t - j;
+  const a = VIRIDIS[j], b = VIRIDIS[j + 1];
+  const c = [1, 3, 5].map((o) => Math.round(parseInt(a.substr(o, 2), 16) * (1 - f) + parseInt(b.substr(o, 2), 16) * f));
+  return `rgb(${c.join(",")})`;
+});
+const SVG = "http://www.w3.org/2000/svg";
+const REST_MS = 40;  // a released slider is sent after this long (a held-down key's repeats send once)
+
+function el(tag, cls, parent, ns) {
+  const e = ns ? document.createElementNS(SVG, tag) : document.createElement(tag);
+  if (cls) e.setAttribute("class", cls);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function build(root, grid) {
+  root.textContent = "";
+  const sliders = el("div", "welore-sliders", root);
+  const inputs = {};
+  for (const axis of ["err", "k"]) {
+    const spec = grid.axes[axis];
+    const box = el("label", "welore-slider", sliders);
+    const head = el("div", "welore-slider-head", box);
+    el("span", "name", head).textContent = spec ? spec.label : grid.k_label;
+    const shown = el("span", "shown", head);
+    const input = el("input", "", box);
+    Object.assign(input, { type: "range", min: spec ? spec.min : 0, max: spec ? spec.max : 1,
+      step: spec ? spec.step : 0.005, disabled: !spec });
+    input.setAttribute("aria-label", spec ? spec.label : grid.k_label);
+    input.dataset.axis = axis;
+    inputs[axis] = { input, shown };
+  }
+  const metrics = el("div", "welore-metrics", root);
+  const cells = grid.labels.map((label) => {
+    const m = el("div", "welore-metric", metrics);
+    el("div", "label", m).textContent = label;
+    return { box: m, value: el("div", "value", m), delta: el("div", "delta", m) };
+  });
+  const wrap = el("div", "welore-heatmap-wrap", root);
+  const svg = el("svg", "welore-heatmap", wrap, true);
+  const tip = el("div", "welore-tip", wrap);
+  return { inputs, cells, wrap, svg, tip, rects: [], dots: [] };
+}
+
+function layout(ui, grid) {  // geometry of the heatmap for the current width (again when the page is resized)
+  const { svg } = ui;
+  svg.textContent = "";
+  const width = Math.max(360, ui.wrap.clientWidth || 800);
+  const left = 56, right = 86, top = 26, bottom = 96;
+  const cols = grid.kinds.length, rows = grid.blocks.length;
+  const cellH = Math.max(8, Math.min(16, 480 / rows)), height = top + rows * cellH + bottom;
+  const cellW = (width - left - right) / cols;
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  const title = el("text", "title", svg, true);
+  Object.assign(title, { textContent: "Rank reduction per layer (● = LRC, factored and fine-tuned)" });
+  title.setAttribute("x", left);
+  title.setAttribute("y", 16);
+  ui.rects = grid.names.map((_, i) => {
+    const r = el("rect", "cell", svg, true);
+    r.setAttribute("x", left + grid.col[i] * cellW);
+    r.setAttribute("y", top + grid.row[i] * cellH);
+    r.setAttribute("width", Math.max(1, cellW - 1));
+    r.setAttribute("height", Math.max(1, cellH - 1));
+    r.dataset.i = i;
+    return r;
+  });
+  ui.dots = grid.names.map((_, i) => {
+    const c = el("circle", "lrc", svg, true);
+    c.setAttribute("cx", left + (grid.col[i] + 0.5) * cellW - 0.5);
+    c.setAttribute("cy", top + (grid.row[i] + 0.5) * cellH - 0.5);
+    c.setAttribute("r", Math.min(3, cellH / 4));
+    return c;
+  });
+  const every = Math.ceil(rows / Math.floor((rows * cellH) / 12));  // block labels that fit
+  grid.blocks.forEach((b, j) => {
+    if (j % every) return;
+    const t = el("text", "tick", svg, true);
+    t.textContent = b;
+    t.setAttribute("x", left - 6);
+    t.setAttribute("y", top + (j + 0.5) * cellH + 4);
+    t.setAttribute("text-anchor", "end");
+  });
+  grid.kinds.forEach((k, j) => {
+    const t = el("text", "tick", svg, true);
+    t.textContent = k;
+    const x = left + (j + 0.5) * cellW, y = top + rows * cellH + 10;
+    t.setAttribute("transform", `translate(${x},${y}) rotate(-30)`);
+    t.setAttribute("text-anchor", "end");
+  });
+  const axisY = el("text", "axis", svg, true);
+  axisY.textContent = "block";
+  axisY.setAttribute("transform", `translate(14,${top + (rows * cellH) / 2}) rotate(-90)`);
+  const axisX = el("text", "axis", svg, true);
+  axisX.textContent = "layer type";
+  axisX.setAttribute("x", left + (cols * cellW) / 2);
+  axisX.setAttribute("y", height - 6);
+  const barX = width - right + 22, barH = Math.min(160, rows * cellH);
+  PALETTE.forEach((colour, i) => {  // the colour bar, 0 % at the bottom
+    const r = el("rect", "", svg, true);
+    r.setAttribute("x", barX);
+    r.setAttribute("y", top + barH * (1 - (i + 1) / 101));
+    r.setAttribute("width", 14);
+    r.setAttribute("height", barH / 101 + 0.5);
+    r.setAttribute("fill", colour);
+  });
+  [[0, barH], [50, barH / 2], [100, 0]].forEach(([v, y]) => {
+    const t = el("text", "tick", svg, true);
+    t.textContent = v;
+    t.setAttribute("x", barX + 18);
+    t.setAttribute("y", top + y + 4);
+  });
+  const legend = el("text", "axis", svg, true);
+  legend.textContent = "reduction %";
+  legend.setAttribute("x", barX - 4);
+  legend.setAttribute("y", top - 8);
+}
+
+function paint(ui, grid, point) {
+  ui.ranks = point.ranks;
+  for (let i = 0; i < point.ranks.length; i++) {
+    const reduction = 1 - point.ranks[i] / grid.full[i];
+    ui.rects[i].setAttribute("fill", PALETTE[Math.round(reduction * 100)]);
+    ui.dots[i].style.display = reduction > grid.min_ratio ? "" : "none";
+  }
+  point.metrics.forEach(([value, help, delta, worse], j) => {
+    const c = ui.cells[j];
+    c.value.textContent = value;
+    c.box.title = help;
+    c.delta.textContent = delta;
+    c.delta.className = worse ? "delta up" : "delta";
+  });
+}
+
+function place(ui, point, moved) {  // the slider that did not move follows the plan, its label exact
+  const { err, k } = ui.inputs;
+  if (moved !== "err") err.input.value = point.err;
+  err.shown.textContent = moved === "err" ? `${Number(err.input.value).toFixed(1)} %` : `${point.err.toFixed(2)} %`;
+  if (moved !== "k" && !k.input.disabled) k.input.value = point.k === null ? 0 : Math.min(1, point.k);
+  k.shown.textContent = k.input.disabled ? "-" : moved === "k" ? Number(k.input.value).toFixed(3)
+    : point.k === null ? "-" : point.k.toFixed(5);
+}
+
+function pointOf(spec, value) {
+  let best = 0;
+  for (let i = 1; i < spec.targets.length; i++) {
+    if (Math.abs(spec.targets[i] - value) < Math.abs(spec.targets[best] - value)) best = i;
+  }
+  return { err: spec.err[best], k: spec.k[best], ranks: spec.ranks[best], metrics: spec.metrics[best],
+    target: spec.targets[best] };
+}
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  let root = parentElement.querySelector(".welore-explorer");
+  if (!root) root = el("div", "welore-explorer", parentElement);
+  let st = root.__welore;
+  if (!st || st.id !== data.id) {  // a new model, strategy, normalisation or LRC ratio: a new grid
+    const grid = JSON.parse(data.grid);
+    st = root.__welore = { id: data.id, grid, ui: build(root, grid), sent: null, history: [], timer: null, seq: 0,
+      shown: null, moving: false };
+    layout(st.ui, grid);
+    new ResizeObserver(() => {
+      if (st.width === root.clientWidth) return;
+      st.width = root.clientWidth;
+      layout(st.ui, grid);
+      if (st.ui.point) paint(st.ui, grid, st.ui.point);
+    }).observe(root);
+    for (const axis of ["err", "k"]) {
+      const input = st.ui.inputs[axis].input;
+      input.addEventListener("input", () => {  // every position while dragging or stepping: redraw here
+        const point = pointOf(grid.axes[axis], Number(input.value));
+        st.ui.point = point;
+        paint(st.ui, grid, point);
+        place(st.ui, point, axis);
+        st.moving = true;
+        root.dataset.synced = "false";
+      });
+      input.addEventListener("change", () => {  // released, or a key step: tell the server (key repeats as one)
+        const value = st.ui.point.target;
+        st.moving = false;
+        clearTimeout(st.timer);
+        st.timer = setTimeout(() => {
+          st.timer = null;
+          st.sent = { axis, value };
+          st.history = [...st.history.slice(-31), st.sent];
+          setStateValue("pick", { axis, value, seq: ++st.seq });
+        }, REST_MS);
+      });
+    }
+    st.ui.wrap.addEventListener("mousemove", (e) => {  // the layer under the pointer, at the ranks shown
+      const i = e.target.dataset ? e.target.dataset.i : undefined, tip = st.ui.tip;
+      if (i === undefined || !st.ui.ranks) { tip.style.display = "none"; return; }
+      const r = st.ui.ranks[i], full = grid.full[i], reduction = 1 - r / full;
+      tip.textContent = `${grid.names[i]} · rank ${r} / ${full} · reduction ${(100 * reduction).toFixed(1)} % · `
+        + (reduction > grid.min_ratio ? "LRC" : "N-LRC");
+      tip.style.display = "block";
+      tip.style.left = `${e.offsetX + 12}px`;
+      tip.style.top = `${e.offsetY + 12}px`;
+    });
+    st.ui.wrap.addEventListener("mouseleave", () => { st.ui.tip.style.display = "none"; });
+  }
+  // The server's plan: drawn unless a slider is moving or about to send, or it answers an older pick than the one
+  // in flight.
+  // data-synced tells tests, benches and styles whether the page below has caught up with the sliders.
+  const cur = data.current, key = JSON.stringify([cur.axis, cur.value, cur.err, cur.k]);
+  const same = (pick) => pick.axis === cur.axis && pick.value === cur.value;
+  if (st.moving || st.timer) return;
+  if (st.sent && !same(st.sent) && st.history.some(same)) return;
+  st.sent = null;
+  root.dataset.synced = "true";
+  if (st.shown === key) return;
+  st.shown = key;
+  st.ui.point = { err: cur.err, k: cur.k, ranks: cur.ranks, metrics: cur.metrics, target: cur.value };
+  paint(st.ui, st.grid, st.ui.point);
+  if (cur.axis === "err" || cur.axis === "k") st.ui.inputs[cur.axis].input.value = cur.value;
+  place(st.ui, st.ui.point, cur.axis);
+}

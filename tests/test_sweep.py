@@ -1,0 +1,70 @@
+"""Plans along an axis (the dashboard explorer's grid): every point is make_plan's plan at that target, and the
+greedy ERR budgets, taken as prefixes of one order, stay the allocation that drops the least energy."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import welore_core as wc
+from test_budget import synthetic
+from welore_core.compression.greedy import greedy_err_ranks, truncation_loss
+
+
+@pytest.mark.parametrize(("strategy", "normalization", "axis"), [
+    ("welore", "minmax", "err"), ("welore", "minmax", "k"), ("welore", "max", "err"), ("energy", "minmax", "err"),
+    ("energy", "minmax", "k"), ("uniform", "minmax", "err"), ("greedy", "minmax", "err")])
+def test_every_point_of_a_sweep_is_the_plan_make_plan_makes(strategy: str, normalization: str, axis: str) -> None:
+    spectra = synthetic(3, blocks=4)
+    config = wc.PlanConfig(strategy=strategy, normalization=normalization, min_ratio=0.4)
+    sweep = wc.plan_sweep(spectra, config, axis)
+    assert sweep.targets == (wc.ERR_GRID if axis == "err" else wc.K_GRID)
+    assert sweep.ranks.shape == (len(sweep.targets), len(spectra.layers))
+    for i, target in enumerate(sweep.targets):
+        plan = wc.make_plan(spectra, replace(config, **{"err": None, axis: target}))
+        assert sweep.totals[i] == plan.totals, target
+        assert sweep.ranks[i].tolist() == [l.rank for l in plan.layers]
+        assert sweep.lrc[i].tolist() == [l.lrc for l in plan.layers]
+        assert sweep.k[i] == plan.k
+    err = np.array([t.achieved_err for t in sweep.totals])
+    assert (np.diff(err) >= 0).all() if axis == "err" or strategy != "energy" else (np.diff(err) <= 0).all()
+
+
+def test_a_sweep_refuses_what_make_plan_would() -> None:
+    spectra = synthetic(0)
+    with pytest.raises(wc.WeLoreError, match="no threshold k"):
+        wc.plan_sweep(spectra, wc.PlanConfig(strategy="greedy"), "k")
+    with pytest.raises(wc.WeLoreError, match="axis"):
+        wc.plan_sweep(spectra, wc.PlanConfig(), "params")
+    with pytest.raises(wc.WeLoreError, match="err is a percentage"):
+        wc.plan_sweep(spectra, wc.PlanConfig(), "err", targets=[10.0, 100.0])
+    with pytest.raises(wc.WeLoreError, match="at least one"):
+        wc.plan_sweep(spectra, wc.PlanConfig(), "err", targets=[])
+    assert wc.plan_sweep(spectra, wc.PlanConfig(), "err", targets=[12.5]).nearest(12.4) == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_greedy_err_budgets_drop_the_least_energy_of_any_allocation(seed: int) -> None:
+    """Equal costs make the greedy optimal: no allocation keeping as many ranks drops less (brute force)."""
+    shapes = [(6, 5), (5, 5), (7, 4)]
+    spectra = synthetic(seed, shapes, blocks=1)
+    layers, full = spectra.layers, [l.full_rank for l in spectra.layers]
+    errs = [0.0, 20.0, 40.0, 60.0, 80.0]
+    ranks = greedy_err_ranks(layers, spectra.values, errs)
+    for err, row in zip(errs, ranks):
+        budget = int(np.floor((1 - err / 100) * sum(full)))
+        assert row.sum() == max(budget, len(layers))
+        best = min(truncation_loss(layers, spectra.values, r)
+                   for r in itertools.product(*(range(1, f + 1) for f in full)) if sum(r) == row.sum())
+        assert truncation_loss(layers, spectra.values, row) == pytest.approx(best, abs=1e-12)
+    assert (np.diff(ranks, axis=0) <= 0).all()  # a smaller budget never gives a layer more rank
+
+
+def test_greedy_err_ranks_follow_layer_weights() -> None:
+    spectra = synthetic(2, blocks=2)
+    first = spectra.layers[0].name
+    plain = greedy_err_ranks(spectra.layers, spectra.values, [50.0])[0]
+    heavy = greedy_err_ranks(spectra.layers, spectra.values, [50.0], weights={first: 100.0})[0]
+    assert heavy[0] > plain[0] and heavy.sum() == plain.sum()
