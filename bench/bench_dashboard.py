@@ -110,12 +110,12 @@ def plan_page(browser: Any, url: str) -> Any:
     return page
 
 
-def step(page: Any, key: str = "ArrowLeft") -> tuple[float, float]:
-    """Seconds from one key press on the ERR slider to (a) the totals and the heatmap redrawn (painted), and (b) the
+def step(page: Any, key: str = "ArrowLeft", nth: int = 0) -> tuple[float, float]:
+    """Seconds from one key press on the ERR slider (`nth` 0; the k slider is 1) to (a) the totals and the heatmap redrawn (painted), and (b) the
     page caught up: the slider's value back from the server and every element current. Where the totals are the
     server's (an older checkout), (a) is when they arrive, and (b) follows at once."""
     before = metric(page, "Achieved ERR")
-    slider = page.get_by_role("slider").first
+    slider = page.get_by_role("slider").nth(nth)
     slider.focus()
     start = time.perf_counter()
     slider.press(key)
@@ -130,10 +130,10 @@ def step(page: Any, key: str = "ArrowLeft") -> tuple[float, float]:
     return drawn, time.perf_counter() - start
 
 
-def slider_moves(browser: Any, url: str, moves: int) -> tuple[list[float], list[float]]:
-    """(drawn, caught up) seconds of `moves` slider steps, after one that warms the fragment's caches."""
+def slider_moves(browser: Any, url: str, moves: int, nth: int = 0) -> tuple[list[float], list[float]]:
+    """(drawn, caught up) seconds of `moves` steps of slider `nth`, after one that warms the fragment's caches."""
     page = plan_page(browser, url)
-    times = [step(page) for _ in range(moves + 1)][1:]
+    times = [step(page, "ArrowLeft" if nth == 0 else "ArrowRight", nth) for _ in range(moves + 1)][1:]
     page.close()
     return [d for d, _ in times], [c for _, c in times]
 
@@ -213,6 +213,9 @@ def main(moves: int, loads: int, parts: set[str]) -> None:
                 drawn, caught_up = slider_moves(browser, url, moves)
                 add("embedded model: ERR slider step -> totals and heatmap redrawn", drawn)
                 add("embedded model: ERR slider step -> page caught up (server rerun)", caught_up)
+                drawn, caught_up = slider_moves(browser, url, moves, nth=1)
+                add("embedded model: k slider step -> totals and heatmap redrawn", drawn)
+                add("embedded model: k slider step -> page caught up (server rerun)", caught_up)
         app7b = ROOT / f".bench-app7b-{os.getpid()}.py"  # beside app.py: its page paths resolve from there
         app7b.write_text(SEVEN_B.format(bench=str(ROOT / "bench"), root=str(ROOT), app=str(APP)))
         try:

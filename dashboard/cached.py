@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import welore_core as wc
+from dashboard import explorer
 
 
 def spectra(model: str, dtype: str = "float32", method: str = "auto",
@@ -28,13 +29,21 @@ def scores(fingerprint: str, setting: str, strategy: str, normalization: str, _s
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
+def sweeps(fingerprint: str, setting: str, strategy: str, normalization: str, min_ratio: float,
+           _spectra: wc.Spectra, _scores: wc.Scores | None) -> dict[str, wc.PlanSweep]:
+    """The plans at every ERR grid point and, for threshold strategies, every k grid point: once per strategy."""
+    config = wc.PlanConfig(strategy=strategy, normalization=normalization, min_ratio=min_ratio)
+    axes = ("err", "k") if strategy in explorer.K_AXIS else ("err",)
+    return {axis: wc.plan_sweep(_spectra, config, axis, scores=_scores) for axis in axes}
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
 def explorer_grid(fingerprint: str, setting: str, strategy: str, normalization: str, min_ratio: float,
                   _spectra: wc.Spectra, _scores: wc.Scores | None) -> tuple[str, str]:
-    """(id, JSON) of the explorer's grid: the plans at every ERR and k grid point, built once per strategy."""
-    from dashboard.explorer import grid_payload
-
+    """(id, JSON) of the explorer's grid (explorer.grid_payload), built once per strategy."""
     grid_id = f"{fingerprint[:16]}:{setting}:{strategy}:{normalization}:{min_ratio:g}"
-    return grid_id, grid_payload(_spectra, strategy, normalization, min_ratio, _scores)
+    plans = sweeps(fingerprint, setting, strategy, normalization, min_ratio, _spectra, _scores)
+    return grid_id, explorer.grid_payload(_spectra, plans, strategy, min_ratio)
 
 
 def fingerprint(model: str) -> str:

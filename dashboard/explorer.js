@@ -162,7 +162,15 @@ export default function (component) {
   if (!root) root = el("div", "welore-explorer", parentElement);
   let st = root.__welore;
   if (!st || st.id !== data.id) {  // a new model, strategy, normalisation or LRC ratio: a new grid
-    const grid = JSON.parse(data.grid);
+    // The server sends a grid until a pick says the browser holds it; held per page, across remounts.
+    const grids = (window.__weloreGrids ||= new Map());
+    if (data.grid) grids.set(data.id, JSON.parse(data.grid));
+    const grid = grids.get(data.id);
+    if (!grid) {  // a session that outlived its page: ask for the grid again
+      setStateValue("pick", { axis: null, value: null, seq: Date.now(), have: null });
+      return;
+    }
+    while (grids.size > 4) grids.delete(grids.keys().next().value);
     st = root.__welore = { id: data.id, grid, ui: build(root, grid), sent: null, history: [], timer: null, seq: 0,
       shown: null, moving: false };
     layout(st.ui, grid);
@@ -190,7 +198,7 @@ export default function (component) {
           st.timer = null;
           st.sent = { axis, value };
           st.history = [...st.history.slice(-31), st.sent];
-          setStateValue("pick", { axis, value, seq: ++st.seq });
+          setStateValue("pick", { axis, value, seq: ++st.seq, have: st.id });
         }, REST_MS);
       });
     }

@@ -4,8 +4,9 @@ The plans at every point of the ERR grid (0-99 % in steps of 0.5) and the k grid
 from the core in one pass (`welore_core.plan_sweep`) and reach the browser once per strategy, as one JSON string.
 A slider move then redraws the totals and the heatmap from that table, with no round trip; when the slider
 rests, its value goes back to the server (one fragment rerun), so the tabs below and the parameters slider
-follow. The server's own plan (a parameters budget, a value set elsewhere) is sent as `current` and shown as is.
-Every number the browser shows is formatted here, by `metric_cells`, so the browser only places strings.
+follow; from then on the grid stays in the browser and a rerun sends only the current plan. The server's own
+plan (a parameters budget, a value set elsewhere) is sent as `current` and shown as is. Every number the
+browser shows is formatted here, by `metric_cells`, so the browser only places strings.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ LABELS = ("Achieved ERR", "LRC / N-LRC", "Parameters", "Trainable (LRC)", "Memor
 ERR_LABEL = "Target effective rank reduction (ERR, %)"
 K_LABELS = {"welore": "Threshold k (normalised singular value)", "energy": "k: energy kept per layer",
             "uniform": "k: reduction ratio (follows ERR)", "greedy": "k: none (greedy has no threshold)"}
+K_AXIS = ("welore", "energy")  # strategies whose k slider is a threshold of its own (uniform's k is the ERR)
 _component = st.components.v2.component(
     "welore_explorer", js=(HERE / "explorer.js").read_text(), css=(HERE / "explorer.css").read_text(),
     isolate_styles=False)  # in the page's DOM: the app's fonts, and tests and benches find it without shadow roots
@@ -54,20 +56,17 @@ def _axis(sweep: wc.PlanSweep, label: str, step: float) -> dict[str, Any]:
             "metrics": [metric_cells(t, k) for t, k in zip(sweep.totals, sweep.k)]}
 
 
-def grid_payload(spectra: wc.Spectra, strategy: str, normalization: str, min_ratio: float,
-                 scores: wc.Scores | None) -> str:
+def grid_payload(spectra: wc.Spectra, sweeps: dict[str, wc.PlanSweep], strategy: str, min_ratio: float) -> str:
     """Everything the browser needs to move the sliders on its own, as one JSON string: the layers' places in the
-    heatmap and full ranks, and per grid point the ranks, k, achieved ERR and formatted totals."""
-    config = wc.PlanConfig(strategy=strategy, normalization=normalization, min_ratio=min_ratio)
-    err = wc.plan_sweep(spectra, config, "err", scores=scores)
-    k = wc.plan_sweep(spectra, config, "k", scores=scores) if strategy in ("welore", "energy") else None
+    heatmap and full ranks, and per grid point (`sweeps` by axis) the ranks, k, achieved ERR and formatted totals."""
     kinds = list(dict.fromkeys(l.kind for l in spectra.layers))
     blocks = sorted({l.block for l in spectra.layers})
+    k = sweeps.get("k")
     return json.dumps({
         "names": [l.name for l in spectra.layers], "full": [l.full_rank for l in spectra.layers],
         "col": [kinds.index(l.kind) for l in spectra.layers], "row": [blocks.index(l.block) for l in spectra.layers],
         "kinds": kinds, "blocks": blocks, "min_ratio": min_ratio, "labels": LABELS,
-        "axes": {"err": _axis(err, ERR_LABEL, 0.5),
+        "axes": {"err": _axis(sweeps["err"], ERR_LABEL, 0.5),
                  "k": None if k is None else _axis(k, K_LABELS[strategy], 0.005)},
         "k_label": K_LABELS[strategy]}, separators=(",", ":"))
 
@@ -89,6 +88,10 @@ def apply_pick(state: MutableMapping[str, Any], pick: Mapping[str, Any] | None) 
 
 
 def explorer(grid_id: str, payload: str, plan: wc.RankPlan, driver: str, key: str = "explorer") -> None:
-    """Mount the explorer; a rested slider reruns the fragment around it with its value (`apply_pick`)."""
-    _component(key=key, data={"id": grid_id, "grid": payload, "current": current(plan, driver)},
+    """Mount the explorer; a rested slider reruns the fragment around it with its value (`apply_pick`). The grid
+    goes with every mount until a pick says the browser holds it (`have`): a move then brings back the current
+    plan alone, not half a megabyte of grid."""
+    last = (st.session_state.get(key) or {}).get("pick") or {}
+    grid = "" if last.get("have") == grid_id else payload
+    _component(key=key, data={"id": grid_id, "grid": grid, "current": current(plan, driver)},
                on_pick_change=lambda: apply_pick(st.session_state, st.session_state[key].get("pick")))

@@ -38,7 +38,12 @@ def _plan(strategy: str, normalization: str, min_ratio: float, scores: wc.Scores
         return wc.make_plan(spectra, wc.PlanConfig(k=state.k, **common), scores), "k"
     if state.driver == "params" and "params" in state:
         return wc.make_plan(spectra, wc.PlanConfig(params=state.params, **common), scores), "params"
-    return wc.make_plan(spectra, wc.PlanConfig(err=state.err, **common), scores), "err"
+    config = wc.PlanConfig(err=state.err, **common)
+    if strategy == "greedy" and state.err in wc.ERR_GRID:  # seconds a plan at 7B scale: the explorer's row instead
+        sweep = cached.sweeps(spectra.fingerprint, spectra.config.setting, strategy, normalization, min_ratio,
+                              spectra, scores)["err"]
+        return wc.sweep_plan(spectra, sweep, wc.ERR_GRID.index(state.err), config), "err"
+    return wc.make_plan(spectra, config, scores), "err"
 
 
 def plan_settings() -> None:

@@ -165,7 +165,9 @@ def test_the_explorer_grid_holds_the_plan_the_server_makes_at_each_point(llama_d
     data = explorer_data(at)
     grid = json.loads(data["grid"])
     assert grid["axes"]["k"] is None and data["current"]["k"] is None
-    assert grid["axes"]["err"]["ranks"][70] == data["current"]["ranks"]
+    greedy = wc.make_plan(wc.compute_spectra(llama_dir), wc.PlanConfig(strategy="greedy", err=35.0))
+    assert grid["axes"]["err"]["ranks"][70] == data["current"]["ranks"] == [l.rank for l in greedy.layers]
+    assert plan_metrics(at)["Achieved ERR"] == f"{greedy.achieved_err:.2f} %"
     assert not at.exception
 
 

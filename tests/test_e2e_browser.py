@@ -133,6 +133,19 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
         assert path.read_bytes() == (tmp_path / "expected.json").read_bytes()
         assert json.loads(path.read_text())["achieved_err"] == pytest.approx(lower.achieved_err)
 
+        # away and back: the explorer is mounted again from the grid the page holds (the server no longer sends
+        # it), and a page that lost it asks for it again
+        for forget in (False, True):
+            page.get_by_role("link", name="Model").click()
+            page.get_by_role("heading", name="Model", exact=True).first.wait_for(timeout=60_000)
+            if forget:
+                page.evaluate("() => window.__weloreGrids.clear()")
+            page.get_by_role("link", name="Spectra & rank plan").click()
+            expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
+                f"{lower.achieved_err:.2f} %", timeout=60_000)
+            assert page.get_by_role("slider").first.input_value() == "40"
+            assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == lower.totals.lrc
+
         page.get_by_role("link", name="Compress & evaluate").click()
         page.get_by_role("button", name="Launch").wait_for(timeout=60_000)
         page.get_by_role("button", name="Launch").click()

@@ -28,6 +28,9 @@ def test_every_point_of_a_sweep_is_the_plan_make_plan_makes(strategy: str, norma
         assert sweep.ranks[i].tolist() == [l.rank for l in plan.layers]
         assert sweep.lrc[i].tolist() == [l.lrc for l in plan.layers]
         assert sweep.k[i] == plan.k
+        if i % 50 == 0:  # a row of the sweep as a RankPlan: the same plan, layer by layer
+            again = wc.sweep_plan(spectra, sweep, i, config)
+            assert (again.layers, again.totals, again.k, again.config) == (plan.layers, plan.totals, plan.k, plan.config)
     err = np.array([t.achieved_err for t in sweep.totals])
     assert (np.diff(err) >= 0).all() if axis == "err" or strategy != "energy" else (np.diff(err) <= 0).all()
 

@@ -27,7 +27,7 @@ from .lowrank import LowRankLinear, svd_factors, truncate_weight
 from .plan import (CALIBRATED, DATA_AWARE, GREEDY, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanConfig, RankPlan, Scores,
                    allocate_ranks, err_for_k, make_plan, plan_from_ranks, plan_totals, prepare_scores)
 from .totals import BYTES_PER_PARAM, PlanTotals, RankTable
-from .sweep import ERR_GRID, K_GRID, PlanSweep, plan_sweep
+from .sweep import ERR_GRID, K_GRID, PlanSweep, plan_sweep, sweep_plan
 from .rankmap import (SCHEMA_ID, check_rankmap, custom_rankmap, missing_layers, plan_from_rankmap, rankmap_dict,
                       rankmap_schema, read_rankmap, save_rankmap)
 from .stream import compress_streamed, streamable
@@ -40,7 +40,7 @@ from .whitened import calibrated_fisher, calibrated_spectra, whitened_spectra, w
 from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper_threshold, rank_at_k,
                         solve_threshold, solve_threshold_below)
 
-__all__ = ["ERR_GRID", "K_GRID", "PlanSweep", "RankTable", "allocate_ranks", "greedy_err_ranks", "plan_sweep",
+__all__ = ["ERR_GRID", "K_GRID", "PlanSweep", "RankTable", "allocate_ranks", "greedy_err_ranks", "plan_sweep", "sweep_plan",
            "BYTES_PER_PARAM", "CALIBRATED", "DATA_AWARE", "GREEDY", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
            "Calibration", "CompressionConfig", "CompressionReport", "LayerPlan", "LayerTarget", "LowRankLinear",
            "PlanConfig", "PlanTotals", "RankPlan", "Scores", "Spectra", "SpectraConfig", "Target",
