@@ -93,3 +93,11 @@ def test_paper_search_walks_a_grid_of_0_005() -> None:
         # the exact solve lands at least as close to the target as the grid does
         exact = solve_threshold(pooled, err)
         assert abs(count_below(pooled, exact) / pooled.size - err) <= abs(frac - err)
+
+
+def test_keep_below_ties_are_decided_on_the_removed_count() -> None:
+    """0.9 of 5 scores is 4.5 removed: 4 and 5 tie and the larger k (more kept) wins; computed as (1 - 0.9) * 5
+    kept, the float 0.4999… would break the tie the other way (hypothesis found it)."""
+    pooled = np.array([0.0, 1.0, 1.0, 1.0, 1.0])
+    k = solve_threshold_below(pooled, 0.9)
+    assert k == brute_force_below(pooled, 0.9) == 1.0 and int(np.sum(pooled >= k)) == 4

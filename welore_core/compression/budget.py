@@ -60,13 +60,15 @@ def uniform_param_ranks(layers: list[LayerInfo], ratio: float) -> np.ndarray:
     return np.clip(np.array(ranks), 1, [l.full_rank for l in layers])
 
 
-def ranks_at(ascending: list[np.ndarray], k: float, strategy: str) -> np.ndarray:
-    """Per-layer kept ranks of a threshold strategy at k, clamped to >= 1."""
+def ranks_at(ascending: list[np.ndarray], k: float | np.ndarray, strategy: str) -> np.ndarray:
+    """Per-layer kept ranks of a threshold strategy at k, clamped to >= 1: (L,) for one k, (P, L) for P of them."""
+    ks = np.atleast_1d(np.asarray(k, dtype=np.float64))
     if strategy == "energy":
-        ranks = [count_below(a, k) for a in ascending]  # values whose preceding energy is still < k
+        columns = [count_below(a, ks) for a in ascending]  # values whose preceding energy is still < k
     else:
-        ranks = [kept_rank(a, k) for a in ascending]  # normalised values >= k
-    return np.maximum(np.array(ranks), 1)
+        columns = [kept_rank(a, ks) for a in ascending]  # normalised values >= k
+    ranks = np.maximum(np.stack(columns, axis=-1) if columns else np.zeros((ks.size, 0), dtype=int), 1)
+    return ranks if np.ndim(k) else ranks[0]
 
 
 def solve_k_for_params(layers: list[LayerInfo], ascending: list[np.ndarray], pooled: np.ndarray, strategy: str,

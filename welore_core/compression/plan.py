@@ -188,18 +188,24 @@ def allocate_ranks(spectra: Spectra, config: PlanConfig, scores: Scores | None =
                 k = target if config.k is None else config.k
                 ranks = np.floor((1.0 - k) * full + 0.5).astype(int)  # type: ignore[operator]
         else:
-            if config.k is not None:
-                k = config.k
-            elif pct is not None:
-                k = solve_k_for_params(layers, scores.ascending, scores.pooled, config.strategy, pct)
-            elif config.search == "paper":
-                k = paper_threshold(scores.ascending, target or 0.0)
-            elif config.strategy == "energy":
-                k = solve_threshold_below(scores.pooled, target or 0.0)
-            else:
-                k = solve_threshold(scores.pooled, target or 0.0)
+            k = threshold_of(spectra, config, scores)
             ranks = ranks_at(scores.ascending, k, config.strategy)
     return np.clip(ranks, 1, full), None if k is None else float(k)
+
+
+def threshold_of(spectra: Spectra, config: PlanConfig, scores: Scores) -> float:
+    """The k a threshold strategy (welore, energy) plans `config` with: given, or solved for its ERR or budget."""
+    pct = params_target(spectra, config)
+    target = (config.err or 0.0) / 100.0
+    if config.k is not None:
+        return config.k
+    if pct is not None:
+        return solve_k_for_params(spectra.layers, scores.ascending, scores.pooled, config.strategy, pct)
+    if config.search == "paper":
+        return paper_threshold(scores.ascending, target)
+    if config.strategy == "energy":
+        return solve_threshold_below(scores.pooled, target)
+    return solve_threshold(scores.pooled, target)
 
 
 def params_target(spectra: Spectra, config: PlanConfig) -> float | None:

@@ -16,13 +16,16 @@ import numpy as np
 
 from ..errors import WeLoreError
 from .greedy import greedy_err_ranks
-from .plan import GREEDY, PlanConfig, RankPlan, Scores, allocate_ranks, plan_from_ranks, prepare_scores
+from .budget import ranks_at
+from .plan import (GREEDY, PlanConfig, RankPlan, Scores, allocate_ranks, plan_from_ranks, prepare_scores,
+                   threshold_of)
 from .spectra import Spectra
 from .totals import PlanTotals, RankTable
 
 ERR_GRID = tuple(i / 2 for i in range(199))  # 0, 0.5, ..., 99 %: the ERR slider's steps
 K_GRID = tuple(i / 200 for i in range(201))  # 0, 0.005, ..., 1: the paper's linear-search step for k
 AXES = ("err", "k")
+THRESHOLD = ("welore", "energy")  # one k per point, ranks by rule: `threshold_of`, then `ranks_at` on all k
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,15 @@ def plan_sweep(spectra: Spectra, config: PlanConfig, axis: str = "err", targets:
     else:
         if scores is None or (scores.strategy, scores.normalization) != (config.strategy, config.normalization):
             scores = prepare_scores(spectra, config.strategy, config.normalization)
-        rows = [allocate_ranks(spectra, c, scores, weights) for c in configs]
-        ranks = np.array([r for r, _ in rows], dtype=np.int64).reshape(len(points), len(spectra.layers))
-        ks = [k for _, k in rows]
+        full = [l.full_rank for l in spectra.layers]
+        if config.strategy in THRESHOLD:  # k solved per point, then every layer's ranks at all k in one search
+            solved = [threshold_of(spectra, c, scores) for c in configs]
+            ranks = np.clip(ranks_at(scores.ascending, np.array(solved), config.strategy), 1, full)
+            ks = [float(k) for k in solved]
+        else:
+            rows = [allocate_ranks(spectra, c, scores, weights) for c in configs]
+            ranks = np.array([r for r, _ in rows], dtype=np.int64).reshape(len(points), len(full))
+            ks = [k for _, k in rows]
         tails = scores.tail
     table = RankTable.of(spectra, tails)
     _, lrc, factored, errors = table.per_layer(ranks, config.min_ratio)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import WeLoreError
@@ -31,14 +33,16 @@ def normalize(s: np.ndarray, method: str = "minmax") -> np.ndarray:
     raise WeLoreError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}")
 
 
-def count_below(sorted_scores: np.ndarray, k: float) -> int:
-    """How many pooled scores are strictly below k (they are the ones removed)."""
-    return int(np.searchsorted(sorted_scores, k, side="left"))
+def count_below(sorted_scores: np.ndarray, k: float | np.ndarray) -> Any:
+    """How many pooled scores are strictly below k (they are the ones removed); an array for an array of k."""
+    n = np.searchsorted(sorted_scores, k, side="left")
+    return int(n) if np.ndim(n) == 0 else n
 
 
-def kept_rank(ascending: np.ndarray, k: float) -> int:
-    """The rank a layer keeps at threshold k: how many of its scores (sorted ascending) are >= k."""
-    return int(ascending.size - count_below(ascending, k))
+def kept_rank(ascending: np.ndarray, k: float | np.ndarray) -> Any:
+    """The rank a layer keeps at threshold k: how many of its scores (sorted ascending) are >= k (an array for an
+    array of k)."""
+    return ascending.size - count_below(ascending, k)
 
 
 def rank_at_k(s: np.ndarray, k: float, method: str = "minmax") -> int:
@@ -77,7 +81,7 @@ def solve_threshold_below(sorted_scores: np.ndarray, err: float) -> float:
         raise WeLoreError("cannot solve a threshold over zero scores")
     if not 0.0 <= err < 1.0:
         raise WeLoreError(f"target ERR must be in [0, 100) percent, got {err * 100:g}")
-    target = (1.0 - err) * n  # kept count wanted; a threshold k keeps #(score < k)
+    target = n - err * n  # kept count wanted; a threshold k keeps #(score < k) ((1 - err) n rounds differently)
     m = min(n, max(0, math.floor(target + 0.5)))  # nearest count, halves rounded up (toward keeping)
     if m == n:
         return 1.0 if float(sorted_scores[-1]) < 1.0 else float(sorted_scores[-1])
