@@ -34,6 +34,7 @@ def main(url: str, out: Path) -> None:
         page = browser.new_page(viewport={"width": 1500, "height": 1250})
         page.goto(url)
         page.get_by_text("Achieved ERR", exact=True).wait_for(timeout=180_000)
+        page.set_viewport_size({"width": 1500, "height": 2300})  # the explorer above the tabs: tall enough for both
         _settle(page)
         page.screenshot(path=str(out / "dashboard.png"), full_page=True)
         for tab, name in (("Spectra", "spectra"), ("Layers", "layers"), ("Compare strategies", "compare")):
@@ -41,6 +42,7 @@ def main(url: str, out: Path) -> None:
             page.wait_for_timeout(1500)
             _settle(page, charts=name != "layers")
             page.screenshot(path=str(out / f"dashboard-{name}.png"), full_page=True)
+        page.set_viewport_size({"width": 1500, "height": 1250})
         for link, name, charts in (("Model", "model", False), ("Compress & evaluate", "evaluate", True),
                                    ("Sensitivity", "sensitivity", False), ("Fine-tune", "finetune", True),
                                    ("Gradient dynamics", "dynamics", False)):  # charts only once a run exists
