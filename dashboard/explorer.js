@@ -116,10 +116,10 @@ function layout(ui, grid) {  // geometry of the heatmap for the current width (a
     t.setAttribute("x", barX + 18);
     t.setAttribute("y", top + y + 4);
   });
-  const legend = el("text", "axis", svg, true);
+  const legend = el("text", "axis", svg, true);  // below the bar: the title above runs the whole width
   legend.textContent = "reduction %";
   legend.setAttribute("x", barX - 4);
-  legend.setAttribute("y", top - 8);
+  legend.setAttribute("y", top + barH + 18);
 }
 
 function paint(ui, grid, point) {
@@ -156,6 +156,11 @@ function pointOf(spec, value) {
     target: spec.targets[best] };
 }
 
+function nextSeq() {  // page-wide and rising: a pick never repeats one the session stored before a remount
+  window.__weloreSeq = Math.max(window.__weloreSeq || 0, Date.now()) + 1;
+  return window.__weloreSeq;
+}
+
 export default function (component) {
   const { data, parentElement, setStateValue } = component;
   let root = parentElement.querySelector(".welore-explorer");
@@ -164,22 +169,28 @@ export default function (component) {
   if (!st || st.id !== data.id) {  // a new model, strategy, normalisation or LRC ratio: a new grid
     // The server sends a grid until a pick says the browser holds it; held per page, across remounts.
     const grids = (window.__weloreGrids ||= new Map());
-    if (data.grid) grids.set(data.id, JSON.parse(data.grid));
+    if (data.grid) {
+      grids.set(data.id, JSON.parse(data.grid));
+      window.__weloreGridParses = (window.__weloreGridParses || 0) + 1;
+    }
     const grid = grids.get(data.id);
-    if (!grid) {  // a session that outlived its page: ask for the grid again
-      setStateValue("pick", { axis: null, value: null, seq: Date.now(), have: null });
+    if (!grid) {  // the page lost it (a reload of the script, a cleared cache): ask for it again
+      setStateValue("pick", { axis: null, value: null, seq: nextSeq(), have: null });
       return;
     }
     while (grids.size > 4) grids.delete(grids.keys().next().value);
-    st = root.__welore = { id: data.id, grid, ui: build(root, grid), sent: null, history: [], timer: null, seq: 0,
-      shown: null, moving: false };
+    if (st && st.observer) st.observer.disconnect();
+    st = root.__welore = { id: data.id, grid, ui: build(root, grid), sentSeq: 0, timer: null, shown: null,
+      moving: false };
     layout(st.ui, grid);
-    new ResizeObserver(() => {
+    st.width = root.clientWidth;
+    st.observer = new ResizeObserver(() => {
       if (st.width === root.clientWidth) return;
       st.width = root.clientWidth;
       layout(st.ui, grid);
       if (st.ui.point) paint(st.ui, grid, st.ui.point);
-    }).observe(root);
+    });
+    st.observer.observe(root);
     for (const axis of ["err", "k"]) {
       const input = st.ui.inputs[axis].input;
       input.addEventListener("input", () => {  // every position while dragging or stepping: redraw here
@@ -190,17 +201,18 @@ export default function (component) {
         st.moving = true;
         root.dataset.synced = "false";
       });
-      input.addEventListener("change", () => {  // released, or a key step: tell the server (key repeats as one)
-        const value = st.ui.point.target;
+      const commit = () => {  // released or stepped: tell the server once the key repeats stop
+        if (!st.moving) return;  // (a drag that ends where it began fires no change: pointerup and blur do)
         st.moving = false;
+        const value = st.ui.point.target;
         clearTimeout(st.timer);
         st.timer = setTimeout(() => {
           st.timer = null;
-          st.sent = { axis, value };
-          st.history = [...st.history.slice(-31), st.sent];
-          setStateValue("pick", { axis, value, seq: ++st.seq, have: st.id });
+          st.sentSeq = nextSeq();
+          setStateValue("pick", { axis, value, seq: st.sentSeq, have: st.id });
         }, REST_MS);
-      });
+      };
+      for (const event of ["change", "pointerup", "keyup", "blur"]) input.addEventListener(event, commit);
     }
     st.ui.wrap.addEventListener("mousemove", (e) => {  // the layer under the pointer, at the ranks shown
       const i = e.target.dataset ? e.target.dataset.i : undefined, tip = st.ui.tip;
@@ -208,21 +220,21 @@ export default function (component) {
       const r = st.ui.ranks[i], full = grid.full[i], reduction = 1 - r / full;
       tip.textContent = `${grid.names[i]} · rank ${r} / ${full} · reduction ${(100 * reduction).toFixed(1)} % · `
         + (reduction > grid.min_ratio ? "LRC" : "N-LRC");
+      const box = st.ui.wrap.getBoundingClientRect();  // offsetX of an SVG child is not relative to the wrap
       tip.style.display = "block";
-      tip.style.left = `${e.offsetX + 12}px`;
-      tip.style.top = `${e.offsetY + 12}px`;
+      tip.style.left = `${e.clientX - box.left + 12}px`;
+      tip.style.top = `${e.clientY - box.top + 12}px`;
     });
     st.ui.wrap.addEventListener("mouseleave", () => { st.ui.tip.style.display = "none"; });
   }
-  // The server's plan: drawn unless a slider is moving or about to send, or it answers an older pick than the one
-  // in flight.
-  // data-synced tells tests, benches and styles whether the page below has caught up with the sliders.
-  const cur = data.current, key = JSON.stringify([cur.axis, cur.value, cur.err, cur.k]);
-  const same = (pick) => pick.axis === cur.axis && pick.value === cur.value;
-  if (st.moving || st.timer) return;
-  if (st.sent && !same(st.sent) && st.history.some(same)) return;
-  st.sent = null;
+  // The server's plan, which names the last pick it applied (seq): drawn unless a slider is moving or about to
+  // send, or it answers an older pick than the one in flight. data-synced tells tests, benches and styles whether
+  // the page below has caught up with the sliders.
+  const cur = data.current;
+  if (st.moving || st.timer || (cur.seq || 0) < st.sentSeq) return;
+  st.sentSeq = 0;
   root.dataset.synced = "true";
+  const key = JSON.stringify([cur.axis, cur.value, cur.err, cur.k]);
   if (st.shown === key) return;
   st.shown = key;
   st.ui.point = { err: cur.err, k: cur.k, ranks: cur.ranks, metrics: cur.metrics, target: cur.value };

@@ -23,6 +23,7 @@ LABELS = ("Achieved ERR", "LRC / N-LRC", "Parameters", "Trainable (LRC)", "Memor
 ERR_LABEL = "Target effective rank reduction (ERR, %)"
 K_LABELS = {"welore": "Threshold k (normalised singular value)", "energy": "k: energy kept per layer",
             "uniform": "k: reduction ratio (follows ERR)", "greedy": "k: none (greedy has no threshold)"}
+RANGES = {"err": (0.0, 99.0), "k": (0.0, 1.0)}  # what a pick may set: the sliders' ranges
 K_AXIS = ("welore", "energy")  # strategies whose k slider is a threshold of its own (uniform's k is the ERR)
 _component = st.components.v2.component(
     "welore_explorer", js=(HERE / "explorer.js").read_text(), css=(HERE / "explorer.css").read_text(),
@@ -71,27 +72,34 @@ def grid_payload(spectra: wc.Spectra, sweeps: dict[str, wc.PlanSweep], strategy:
         "k_label": K_LABELS[strategy]}, separators=(",", ":"))
 
 
-def current(plan: wc.RankPlan, driver: str) -> dict[str, Any]:
-    """The server's plan, as the browser draws a grid point: shown on arrival unless the slider has moved on."""
+def current(plan: wc.RankPlan, driver: str, seq: float = 0) -> dict[str, Any]:
+    """The server's plan, as the browser draws a grid point, naming the last pick applied (`seq`): the browser
+    draws it unless its slider has moved on."""
     value = {"err": plan.target_err, "k": plan.k, "params": plan.totals.params_removed_pct}.get(driver)
-    return {"axis": driver, "value": value, "ranks": [l.rank for l in plan.layers],
-            "k": plan.k, "err": plan.achieved_err,
-            "metrics": metric_cells(plan.totals, plan.k)}
+    return {"axis": driver, "value": value, "ranks": [l.rank for l in plan.layers], "k": plan.k,
+            "err": plan.achieved_err, "metrics": metric_cells(plan.totals, plan.k), "seq": seq}
 
 
-def apply_pick(state: MutableMapping[str, Any], pick: Mapping[str, Any] | None) -> None:
-    """A rested slider's {axis, value} becomes the plan's driver and target (anything else is ignored)."""
+def apply_pick(state: MutableMapping[str, Any], pick: Mapping[str, Any] | None, key: str = "explorer") -> None:
+    """A pick from the browser: {axis, value} within its slider's range becomes the plan's driver and target;
+    `seq` is echoed back with the plan, and `have` (the grid the browser holds) spares resending it. Kept in plain
+    session keys, which outlive the component's own state when the user visits another page."""
     pick = pick or {}
-    if pick.get("axis") in ("err", "k") and isinstance(pick.get("value"), (int, float)):
-        state["driver"] = pick["axis"]
-        state[pick["axis"]] = float(pick["value"])
+    state[f"{key}_have"] = pick.get("have")
+    if isinstance(pick.get("seq"), (int, float)):
+        state[f"{key}_seq"] = pick["seq"]
+    axis, value = pick.get("axis"), pick.get("value")
+    if axis in RANGES and isinstance(value, (int, float)) and RANGES[axis][0] <= value <= RANGES[axis][1]:
+        state["driver"] = axis
+        state[axis] = float(value)
 
 
 def explorer(grid_id: str, payload: str, plan: wc.RankPlan, driver: str, key: str = "explorer") -> None:
-    """Mount the explorer; a rested slider reruns the fragment around it with its value (`apply_pick`). The grid
-    goes with every mount until a pick says the browser holds it (`have`): a move then brings back the current
-    plan alone, not half a megabyte of grid."""
-    last = (st.session_state.get(key) or {}).get("pick") or {}
-    grid = "" if last.get("have") == grid_id else payload
-    _component(key=key, data={"id": grid_id, "grid": grid, "current": current(plan, driver)},
-               on_pick_change=lambda: apply_pick(st.session_state, st.session_state[key].get("pick")))
+    """Mount the explorer; a released slider reruns the fragment around it with its value (`apply_pick`). The grid
+    goes with every mount until a pick says the browser holds it: a move then brings back the current plan alone,
+    not half a megabyte of grid."""
+    state = st.session_state
+    grid = "" if state.get(f"{key}_have") == grid_id else payload
+    shown = current(plan, driver, state.get(f"{key}_seq", 0))
+    _component(key=key, data={"id": grid_id, "grid": grid, "current": shown},
+               on_pick_change=lambda: apply_pick(state, state[key].get("pick"), key))

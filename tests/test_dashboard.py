@@ -33,8 +33,27 @@ def plan_metrics(at: AppTest) -> dict[str, str]:
 
 def pick(at: AppTest, axis: str, value: float) -> AppTest:
     """A slider of the explorer rests at `value`: the session change its callback makes, then the rerun."""
-    explorer.apply_pick(at.session_state, {"axis": axis, "value": value, "seq": 1})
+    explorer.apply_pick(at.session_state, {"axis": axis, "value": value, "seq": 1, "have": None})
     return at.run()
+
+
+def test_the_grid_is_sent_until_the_browser_holds_it_and_picks_are_checked(llama_dir: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WELORE_MODEL", str(llama_dir))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    first = explorer_data(at)
+    assert first["grid"] and first["current"]["seq"] == 0
+    explorer.apply_pick(at.session_state, {"axis": "err", "value": 30.0, "seq": 7, "have": first["id"]})
+    data = explorer_data(at.run())
+    assert data["grid"] == "" and (data["current"]["seq"], data["current"]["value"]) == (7, 30.0)  # plan alone
+    explorer.apply_pick(at.session_state, {"axis": None, "value": None, "seq": 8, "have": None})  # a page that lost it
+    data = explorer_data(at.run())
+    assert data["grid"] == first["grid"] and data["current"]["seq"] == 8 and at.session_state["err"] == 30.0
+    for bad in ({"axis": "err", "value": 250.0}, {"axis": "k", "value": -0.5}, {"axis": "params", "value": 10.0},
+                {"axis": "err", "value": "40"}):
+        explorer.apply_pick(at.session_state, {**bad, "seq": 9, "have": first["id"]})
+        at.run()
+        assert (at.session_state["driver"], at.session_state["err"]) == ("err", 30.0) and not at.exception
 
 
 def test_plan_page_follows_the_err_slider(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -134,8 +134,9 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
         assert json.loads(path.read_text())["achieved_err"] == pytest.approx(lower.achieved_err)
 
         # away and back: the explorer is mounted again from the grid the page holds (the server no longer sends
-        # it), and a page that lost it asks for it again
-        for forget in (False, True):
+        # it: no grid parsed again), and a page that lost it asks for it again (parsed once more)
+        for forget, parses in ((False, 0), (True, 1)):
+            before = page.evaluate("() => window.__weloreGridParses")
             page.get_by_role("link", name="Model").click()
             page.get_by_role("heading", name="Model", exact=True).first.wait_for(timeout=60_000)
             if forget:
@@ -145,6 +146,7 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
                 f"{lower.achieved_err:.2f} %", timeout=60_000)
             assert page.get_by_role("slider").first.input_value() == "40"
             assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == lower.totals.lrc
+            assert page.evaluate("() => window.__weloreGridParses") - before == parses
 
         page.get_by_role("link", name="Compress & evaluate").click()
         page.get_by_role("button", name="Launch").wait_for(timeout=60_000)

@@ -76,6 +76,8 @@ def greedy_err_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], err
     broken by (layer, r), so a layer's increments come in rank order and none is ever skipped. Every budget is
     a prefix of the same order.
     """
+    if not layers:
+        return np.ones((len(errs), 0), dtype=int)
     gains, owner, rank = [], [], []
     for i, layer in enumerate(layers):
         s2 = values[layer.name].astype(np.float64) ** 2

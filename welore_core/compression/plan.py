@@ -163,12 +163,7 @@ def allocate_ranks(spectra: Spectra, config: PlanConfig, scores: Scores | None =
                    weights: dict[str, float] | None = None) -> tuple[np.ndarray, float | None]:
     """The kept rank of every layer (clamped to [1, full rank]) and the strategy's threshold k (None for the
     greedy strategies): make_plan's allocation, without the plan around it (`sweep` calls it point by point)."""
-    if config.strategy == "whitened" and spectra.basis not in ("whitened", "fisher"):
-        raise WeLoreError("the whitened strategy plans on whitened spectra: whitened_spectra(model, collect_grams(…))"
-                          " (the CLI's --calib PATH)")
-    if config.strategy == "fisher" and spectra.basis != "fisher":
-        raise WeLoreError("the fisher strategy plans on Fisher-weighted spectra: calibrated_fisher(…)"
-                          " (the CLI's --calib PATH)")
+    check_basis(spectra, config.strategy)
     layers = spectra.layers
     full = np.array([l.full_rank for l in layers])
     pct = params_target(spectra, config)
@@ -191,6 +186,16 @@ def allocate_ranks(spectra: Spectra, config: PlanConfig, scores: Scores | None =
             k = threshold_of(spectra, config, scores)
             ranks = ranks_at(scores.ascending, k, config.strategy)
     return np.clip(ranks, 1, full), None if k is None else float(k)
+
+
+def check_basis(spectra: Spectra, strategy: str) -> None:
+    """Refuse a data-aware strategy on spectra that are not its kind (plain weight spectra, say)."""
+    if strategy == "whitened" and spectra.basis not in ("whitened", "fisher"):
+        raise WeLoreError("the whitened strategy plans on whitened spectra: whitened_spectra(model, collect_grams(…))"
+                          " (the CLI's --calib PATH)")
+    if strategy == "fisher" and spectra.basis != "fisher":
+        raise WeLoreError("the fisher strategy plans on Fisher-weighted spectra: calibrated_fisher(…)"
+                          " (the CLI's --calib PATH)")
 
 
 def threshold_of(spectra: Spectra, config: PlanConfig, scores: Scores) -> float:

@@ -17,8 +17,8 @@ import numpy as np
 from ..errors import WeLoreError
 from .greedy import greedy_err_ranks
 from .budget import ranks_at
-from .plan import (GREEDY, PlanConfig, RankPlan, Scores, allocate_ranks, plan_from_ranks, prepare_scores,
-                   threshold_of)
+from .plan import (GREEDY, PlanConfig, RankPlan, Scores, allocate_ranks, check_basis, plan_from_ranks,
+                   prepare_scores, threshold_of)
 from .spectra import Spectra
 from .totals import PlanTotals, RankTable
 
@@ -53,6 +53,7 @@ def plan_sweep(spectra: Spectra, config: PlanConfig, axis: str = "err", targets:
         raise WeLoreError(f"a sweep's axis must be one of {AXES}, got {axis!r}")
     if axis == "k" and config.strategy in GREEDY:
         raise WeLoreError(f"the {config.strategy} strategy has no threshold k to sweep: sweep ERR")
+    check_basis(spectra, config.strategy)
     points = tuple(float(t) for t in (targets if targets is not None else ERR_GRID if axis == "err" else K_GRID))
     if not points:
         raise WeLoreError("a sweep needs at least one target")
