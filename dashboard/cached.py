@@ -29,21 +29,15 @@ def scores(fingerprint: str, setting: str, strategy: str, normalization: str, _s
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def sweeps(fingerprint: str, setting: str, strategy: str, normalization: str, min_ratio: float,
-           _spectra: wc.Spectra, _scores: wc.Scores | None) -> dict[str, wc.PlanSweep]:
-    """The plans at every ERR grid point and, for threshold strategies, every k grid point: once per strategy."""
-    config = wc.PlanConfig(strategy=strategy, normalization=normalization, min_ratio=min_ratio)
-    axes = ("err", "k") if strategy in explorer.K_AXIS else ("err",)
-    return {axis: wc.plan_sweep(_spectra, config, axis, scores=_scores) for axis in axes}
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
 def explorer_grid(fingerprint: str, setting: str, strategy: str, normalization: str, min_ratio: float,
                   _spectra: wc.Spectra, _scores: wc.Scores | None) -> tuple[str, str]:
-    """(id, JSON) of the explorer's grid (explorer.grid_payload), built once per strategy."""
+    """(id, JSON) of the explorer's grid (explorer.grid_payload): the plans at every ERR grid point and, for
+    threshold strategies, every k grid point, built once per strategy."""
+    config = wc.PlanConfig(strategy=strategy, normalization=normalization, min_ratio=min_ratio)
+    axes = ("err", "k") if strategy in wc.THRESHOLD else ("err",)
+    sweeps = {axis: wc.plan_sweep(_spectra, config, axis, scores=_scores) for axis in axes}
     grid_id = f"{fingerprint[:16]}:{setting}:{strategy}:{normalization}:{min_ratio:g}"
-    plans = sweeps(fingerprint, setting, strategy, normalization, min_ratio, _spectra, _scores)
-    return grid_id, explorer.grid_payload(_spectra, plans, strategy, min_ratio)
+    return grid_id, explorer.grid_payload(_spectra, sweeps, strategy, min_ratio)
 
 
 def fingerprint(model: str) -> str:

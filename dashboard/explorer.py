@@ -24,7 +24,6 @@ ERR_LABEL = "Target effective rank reduction (ERR, %)"
 K_LABELS = {"welore": "Threshold k (normalised singular value)", "energy": "k: energy kept per layer",
             "uniform": "k: reduction ratio (follows ERR)", "greedy": "k: none (greedy has no threshold)"}
 RANGES = {"err": (0.0, 99.0), "k": (0.0, 1.0)}  # what a pick may set: the sliders' ranges
-K_AXIS = ("welore", "energy")  # strategies whose k slider is a threshold of its own (uniform's k is the ERR)
 _component = st.components.v2.component(
     "welore_explorer", js=(HERE / "explorer.js").read_text(), css=(HERE / "explorer.css").read_text(),
     isolate_styles=False)  # in the page's DOM: the app's fonts, and tests and benches find it without shadow roots

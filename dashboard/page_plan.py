@@ -34,16 +34,11 @@ def _plan(strategy: str, normalization: str, min_ratio: float, scores: wc.Scores
     and the target that made it."""
     state = st.session_state
     common = {"strategy": strategy, "normalization": normalization, "min_ratio": min_ratio}
-    if state.driver == "k" and strategy in ("welore", "energy") and "k" in state:
+    if state.driver == "k" and strategy in wc.THRESHOLD and "k" in state:
         return wc.make_plan(spectra, wc.PlanConfig(k=state.k, **common), scores), "k"
     if state.driver == "params" and "params" in state:
         return wc.make_plan(spectra, wc.PlanConfig(params=state.params, **common), scores), "params"
-    config = wc.PlanConfig(err=state.err, **common)
-    if strategy == "greedy" and state.err in wc.ERR_GRID:  # seconds a plan at 7B scale: the explorer's row instead
-        sweep = cached.sweeps(spectra.fingerprint, spectra.config.setting, strategy, normalization, min_ratio,
-                              spectra, scores)["err"]
-        return wc.sweep_plan(spectra, sweep, wc.ERR_GRID.index(state.err), config), "err"
-    return wc.make_plan(spectra, config, scores), "err"
+    return wc.make_plan(spectra, wc.PlanConfig(err=state.err, **common), scores), "err"
 
 
 def plan_settings() -> None:

@@ -23,7 +23,7 @@ from .compression import (BYTES_PER_PARAM, CALIBRATED, LRC_MIN_RATIO, NORMALIZAT
                           collect_grams, compress_to, compute_spectra, effective_rank, err_for_k, load_compressed,
                           load_model, make_plan, missing_layers, normalize, paper_threshold, plan_by_type,
                           plan_from_rankmap, plan_from_ranks, plan_grid, plan_sweep, plan_target, prepare_scores,
-                          rank_at_k, ERR_GRID, K_GRID, PlanSweep, sweep_plan,
+                          rank_at_k, ERR_GRID, K_GRID, THRESHOLD, PlanSweep, sweep_plan,
                           rankmap_dict, read_rankmap, save_compressed, save_rankmap, singular_values, solve_threshold,
                           spectra_by_type, stable_rank)
 from .compression.svd import METHODS as SVD_METHODS
@@ -53,7 +53,7 @@ __all__ = [
     "Scores", "Spectra", "SpectraConfig", "Target", "calibration_batches", "check_rankmap", "collect_grams",
     "compress_to", "compute_spectra", "effective_rank", "err_for_k", "load_compressed", "load_model", "make_plan",
     "missing_layers", "normalize", "paper_threshold", "plan_by_type", "plan_from_rankmap", "plan_from_ranks",
-    "plan_grid", "plan_sweep", "sweep_plan", "PlanSweep", "ERR_GRID", "K_GRID", "plan_target", "prepare_scores", "rank_at_k", "rankmap_dict", "read_rankmap", "save_compressed",
+    "plan_grid", "plan_sweep", "sweep_plan", "PlanSweep", "ERR_GRID", "K_GRID", "THRESHOLD", "plan_target", "prepare_scores", "rank_at_k", "rankmap_dict", "read_rankmap", "save_compressed",
     "save_rankmap", "singular_values", "solve_threshold", "spectra_by_type", "stable_rank", "SVD_METHODS",
     # models and data
     "SOURCE_KINDS", "LayerInfo", "ModelInfo", "ModelSource", "count_parameters", "describe_model",

@@ -24,7 +24,7 @@ from .compress import (MODES, CompressionConfig, LayerTarget, Target, compress_t
 from .folder import (FORMAT, CompressionReport, is_compressed_folder, load_compressed, load_model, read_manifest,
                      read_report, save_compressed)
 from .lowrank import LowRankLinear, svd_factors, truncate_weight
-from .plan import (CALIBRATED, DATA_AWARE, GREEDY, LRC_MIN_RATIO, STRATEGIES, LayerPlan, PlanConfig, RankPlan, Scores,
+from .plan import (CALIBRATED, DATA_AWARE, GREEDY, LRC_MIN_RATIO, STRATEGIES, THRESHOLD, LayerPlan, PlanConfig, RankPlan, Scores,
                    allocate_ranks, err_for_k, make_plan, plan_from_ranks, plan_totals, prepare_scores)
 from .totals import BYTES_PER_PARAM, PlanTotals, RankTable
 from .sweep import ERR_GRID, K_GRID, PlanSweep, plan_sweep, sweep_plan
@@ -40,7 +40,7 @@ from .whitened import calibrated_fisher, calibrated_spectra, whitened_spectra, w
 from .threshold import (NORMALIZATIONS, count_below, kept_rank, normalize, paper_threshold, rank_at_k,
                         solve_threshold, solve_threshold_below)
 
-__all__ = ["ERR_GRID", "K_GRID", "PlanSweep", "RankTable", "allocate_ranks", "greedy_err_ranks", "plan_sweep", "sweep_plan",
+__all__ = ["ERR_GRID", "K_GRID", "THRESHOLD", "PlanSweep", "RankTable", "allocate_ranks", "greedy_err_ranks", "plan_sweep", "sweep_plan",
            "BYTES_PER_PARAM", "CALIBRATED", "DATA_AWARE", "GREEDY", "FORMAT", "LRC_MIN_RATIO", "MODES", "NORMALIZATIONS", "SCHEMA_ID", "STRATEGIES",
            "Calibration", "CompressionConfig", "CompressionReport", "LayerPlan", "LayerTarget", "LowRankLinear",
            "PlanConfig", "PlanTotals", "RankPlan", "Scores", "Spectra", "SpectraConfig", "Target",

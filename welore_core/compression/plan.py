@@ -28,6 +28,7 @@ STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy", "fisher")
 DATA_AWARE = ("whitened", "greedy", "fisher")  # plan on whitened spectra (calibration statistics): whitened.py, fisher.py
 CALIBRATED = ("whitened", "fisher")  # cannot plan without calibration statistics (greedy can, on weight spectra)
 GREEDY = ("greedy", "fisher")  # no threshold: a budget spent increment by increment (greedy.py)
+THRESHOLD = ("welore", "energy")  # one global k on per-layer scores, solved for a target (threshold_of)
 LRC_MIN_RATIO = 0.5  # the paper: a layer whose rank drops by more than half is a Low-Rank Component
 
 
@@ -151,9 +152,7 @@ def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None
               weights: dict[str, float] | None = None) -> RankPlan:
     """Allocate ranks to every layer of `spectra` according to `config` (`weights`: per-layer sensitivity
     weights for the greedy strategy, `greedy.sensitivity_weights`)."""
-    if config.strategy not in GREEDY and (scores is None or (scores.strategy, scores.normalization)
-                                          != (config.strategy, config.normalization)):
-        scores = prepare_scores(spectra, config.strategy, config.normalization)
+    scores = scores_for(spectra, config, scores) if config.strategy not in GREEDY else None
     ranks, k = allocate_ranks(spectra, config, scores, weights)
     return plan_from_ranks(spectra, dict(zip([l.name for l in spectra.layers], ranks.tolist())), config, k=k,
                            scores=scores)
@@ -172,8 +171,7 @@ def allocate_ranks(spectra: Spectra, config: PlanConfig, scores: Scores | None =
         ranks, k = greedy_ranks(layers, spectra.values, pct=pct, err=None if pct is not None else config.err,
                                 weights=weights, relative=config.strategy == "greedy"), None
     else:
-        if scores is None or (scores.strategy, scores.normalization) != (config.strategy, config.normalization):
-            scores = prepare_scores(spectra, config.strategy, config.normalization)
+        scores = scores_for(spectra, config, scores)
         target = None if config.err is None else config.err / 100.0
         if config.strategy == "uniform":
             if pct is not None:  # the peers' uniform: every matrix keeps (1 - ratio) of its parameters
@@ -186,6 +184,13 @@ def allocate_ranks(spectra: Spectra, config: PlanConfig, scores: Scores | None =
             k = threshold_of(spectra, config, scores)
             ranks = ranks_at(scores.ascending, k, config.strategy)
     return np.clip(ranks, 1, full), None if k is None else float(k)
+
+
+def scores_for(spectra: Spectra, config: PlanConfig, scores: Scores | None) -> Scores:
+    """`scores` when they are `config`'s strategy and normalisation, else those prepared afresh."""
+    if scores is None or (scores.strategy, scores.normalization) != (config.strategy, config.normalization):
+        return prepare_scores(spectra, config.strategy, config.normalization)
+    return scores
 
 
 def check_basis(spectra: Spectra, strategy: str) -> None:
@@ -241,12 +246,12 @@ def plan_from_ranks(spectra: Spectra, ranks: dict[str, int], config: PlanConfig,
         if not 1 <= r <= layer.full_rank:
             raise WeLoreError(f"layer {layer.name}: rank {r} outside [1, {layer.full_rank}]")
         row.append(r)
-    table = RankTable.of(spectra, tails)
-    per_layer = table.per_layer(np.array([row]), config.min_ratio)
+    table, matrix = RankTable.of(spectra, tails), np.array([row])  # one plan: one row
+    per_layer = table.per_layer(matrix, config.min_ratio)
     reduction, lrc, factored, errors = (a[0].tolist() for a in per_layer)
     layers = [LayerPlan(l.name, l.block, l.kind, l.shape, l.full_rank, r, reduction[i], lrc[i], l.dense_params,
                         factored[i], errors[i]) for i, (l, r) in enumerate(zip(spectra.layers, row))]
-    totals = table.totals(np.array([row]), *(a for a in per_layer[1:]))[0]
+    totals = table.totals(matrix, *per_layer[1:])[0]
     return RankPlan(spectra.model, spectra.fingerprint, config, k, config.err, layers, spectra.total_params, totals)
 
 

@@ -17,15 +17,14 @@ import numpy as np
 from ..errors import WeLoreError
 from .greedy import greedy_err_ranks
 from .budget import ranks_at
-from .plan import (GREEDY, PlanConfig, RankPlan, Scores, allocate_ranks, check_basis, plan_from_ranks,
-                   prepare_scores, threshold_of)
+from .plan import (GREEDY, THRESHOLD, PlanConfig, RankPlan, Scores, allocate_ranks, check_basis, plan_from_ranks,
+                   prepare_scores, scores_for, threshold_of)
 from .spectra import Spectra
 from .totals import PlanTotals, RankTable
 
 ERR_GRID = tuple(i / 2 for i in range(199))  # 0, 0.5, ..., 99 %: the ERR slider's steps
 K_GRID = tuple(i / 200 for i in range(201))  # 0, 0.005, ..., 1: the paper's linear-search step for k
 AXES = ("err", "k")
-THRESHOLD = ("welore", "energy")  # one k per point, ranks by rule: `threshold_of`, then `ranks_at` on all k
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,7 @@ def plan_sweep(spectra: Spectra, config: PlanConfig, axis: str = "err", targets:
     points = tuple(float(t) for t in (targets if targets is not None else ERR_GRID if axis == "err" else K_GRID))
     if not points:
         raise WeLoreError("a sweep needs at least one target")
-    others = {n: None for n in ("err", "k", "params", "size_mib") if n != axis}
-    configs = [replace(config, **others, **{axis: t}) for t in points]  # each validated as make_plan's would be
+    configs = [_at(config, axis, t) for t in points]  # each validated as make_plan's would be
     if config.strategy in GREEDY:
         ranks = np.clip(greedy_err_ranks(spectra.layers, spectra.values, points, weights,
                                          relative=config.strategy == "greedy"),
@@ -66,8 +64,7 @@ def plan_sweep(spectra: Spectra, config: PlanConfig, axis: str = "err", targets:
         ks: list[float | None] = [None] * len(points)
         tails = prepare_scores(spectra, "uniform").tail
     else:
-        if scores is None or (scores.strategy, scores.normalization) != (config.strategy, config.normalization):
-            scores = prepare_scores(spectra, config.strategy, config.normalization)
+        scores = scores_for(spectra, config, scores)
         full = [l.full_rank for l in spectra.layers]
         if config.strategy in THRESHOLD:  # k solved per point, then every layer's ranks at all k in one search
             solved = [threshold_of(spectra, c, scores) for c in configs]
@@ -87,7 +84,12 @@ def sweep_plan(spectra: Spectra, sweep: PlanSweep, index: int, config: PlanConfi
                scores: Scores | None = None) -> RankPlan:
     """The RankPlan of point `index` of `sweep` (made from `config` on `spectra`), without planning again: the
     greedy strategies take seconds a plan on 7B-scale spectra, a row of the sweep takes milliseconds."""
-    others = {n: None for n in ("err", "k", "params", "size_mib") if n != sweep.axis}
-    point = replace(config, **others, **{sweep.axis: sweep.targets[index]})
+    point = _at(config, sweep.axis, sweep.targets[index])
     ranks = dict(zip((l.name for l in spectra.layers), sweep.ranks[index].tolist()))
     return plan_from_ranks(spectra, ranks, point, k=sweep.k[index], scores=scores)
+
+
+def _at(config: PlanConfig, axis: str, value: float) -> PlanConfig:
+    """`config` with `value` as its one target, on `axis`."""
+    others = {n: None for n in ("err", "k", "params", "size_mib") if n != axis}
+    return replace(config, **others, **{axis: value})
