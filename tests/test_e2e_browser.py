@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -92,7 +93,7 @@ def _metric(page, label: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     shots = Path(os.environ.get("WELORE_E2E_SHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
@@ -100,76 +101,102 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-        page.goto(server)
-        page.get_by_text("Achieved ERR", exact=True).wait_for(timeout=120_000)
-        expected = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
-        expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
-            f"{expected.achieved_err:.2f} %", timeout=30_000)
-        page.screenshot(path=str(shots / "1-plan.png"), full_page=True)
-
-        # the ERR slider, by keyboard: 20 steps of 0.5 down to 40 %; the explorer redraws in the browser
-        slider = page.get_by_role("slider").first
-        slider.focus()
-        for _ in range(20):
-            slider.press("ArrowLeft")
-        assert float(slider.input_value()) == 40.0
-        lower = wc.make_plan(spectra, wc.PlanConfig(err=40.0))
-        expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
-            f"{lower.achieved_err:.2f} %", timeout=30_000)
-        assert _metric(page, "LRC / N-LRC") == f"{lower.totals.lrc} / {lower.totals.nlrc}"
-        cells = page.locator("svg.welore-heatmap rect.cell")
-        assert cells.count() == len(spectra.layers)
-        assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == lower.totals.lrc
-        # the value reaches the server: the page below catches up (the download is the server's plan)
-        page.locator('.welore-explorer[data-synced="true"]').wait_for(timeout=30_000)
-        page.screenshot(path=str(shots / "2-slider.png"), full_page=True)
-
-        page.get_by_role("tab", name="Rank map").click()
-        with page.expect_download(timeout=30_000) as download:
-            page.get_by_role("button", name="Download rank map (JSON)").click()
-        path = tmp_path / "rankmap.json"
-        download.value.save_as(path)
-        wc.save_rankmap(lower, tmp_path / "expected.json")  # what `welore plan --err 40 -o` writes
-        assert path.read_bytes() == (tmp_path / "expected.json").read_bytes()
-        assert json.loads(path.read_text())["achieved_err"] == pytest.approx(lower.achieved_err)
-
-        # away and back: the explorer shows the plan it left (from the grid the page holds; the server sends the
-        # current plan alone, test_dashboard checks that)
-        page.get_by_role("link", name="Model").click()
-        page.get_by_role("heading", name="Model", exact=True).first.wait_for(timeout=60_000)
-        page.get_by_role("link", name="Spectra & rank plan").click()
-        expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
-            f"{lower.achieved_err:.2f} %", timeout=60_000)
-        assert page.get_by_role("slider").first.input_value() == "40"
-        assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == lower.totals.lrc
-
-        # a page that lost the grid asks for it again: drop it and the explorer's state, then move the parameters
-        # slider (a server slider: the explorer draws the plan it is sent, off the grid)
-        parses = page.evaluate("() => { window.__weloreGrids.clear(); "
-                               "document.querySelector('.welore-explorer').__welore = null; "
-                               "return window.__weloreGridParses; }")
-        params = page.get_by_role("slider").nth(2)
-        deadline = time.time() + 60
-        while page.evaluate("() => window.__weloreGridParses") == parses:  # a rerun may swallow a key press
-            assert time.time() < deadline, "the explorer never asked for its grid again"
-            params.focus()
-            params.press("ArrowRight")
-            page.wait_for_timeout(1000)
-        assert page.evaluate("() => window.__weloreGridParses") == parses + 1
-        page.locator('.welore-explorer[data-synced="true"]').wait_for(timeout=30_000)
-        page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')", timeout=30_000)
-        budget = wc.make_plan(spectra, wc.PlanConfig(params=float(params.get_attribute("aria-valuetext"))))
-        expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
-            f"{budget.achieved_err:.2f} %", timeout=30_000)
-        assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == budget.totals.lrc
-
-        page.get_by_role("link", name="Compress & evaluate").click()
-        page.get_by_role("button", name="Launch").wait_for(timeout=60_000)
-        page.get_by_role("button", name="Launch").click()
-        page.get_by_text("Perplexity", exact=True).first.wait_for(timeout=180_000)
-        ppl = float(_metric(page, "Perplexity"))
-        assert 1.0 < ppl < 200.0  # a 64-symbol model: at most ~64 when untrained; measured, not echoed
-        page.screenshot(path=str(shots / "3-evaluate.png"), full_page=True)
+        with _evidence(page, shots, tmp_path / "streamlit.log"):
+            ppl = _flow(page, server, spectra, shots, tmp_path)
         browser.close()
     runs = wc.Registry.default().frame("eval")
     assert len(runs) == 1 and runs["ppl"].iloc[0] == pytest.approx(ppl, abs=1e-3)
+
+
+@contextmanager
+def _evidence(page, shots: Path, log: Path) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """On a failure, keep what the browser showed (a screenshot) and print the server's log: pytest shows it."""
+    try:
+        yield
+    except BaseException:
+        try:
+            page.screenshot(path=str(shots / "failed.png"), full_page=True)
+            print(f"screenshot of the failure: {shots / 'failed.png'}")
+        except Exception as err:  # the page may be gone; the log still helps
+            print(f"no screenshot: {err}")
+        print("streamlit log (last 4000 characters):\n" + log.read_text(errors="replace")[-4000:])
+        raise
+
+
+def _flow(page, server: str, spectra: wc.Spectra, shots: Path, tmp_path: Path) -> float:  # type: ignore[no-untyped-def]
+    """The user's path through the app; returns the perplexity the Compress & evaluate page showed."""
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.get_by_text("Achieved ERR", exact=True).wait_for(timeout=120_000)
+    expected = wc.make_plan(spectra, wc.PlanConfig(err=50.0))
+    expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
+        f"{expected.achieved_err:.2f} %", timeout=30_000)
+    page.screenshot(path=str(shots / "1-plan.png"), full_page=True)
+
+    # the ERR slider, by keyboard: 20 steps of 0.5 down to 40 %; the explorer redraws in the browser
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    for _ in range(20):
+        slider.press("ArrowLeft")
+    assert float(slider.input_value()) == 40.0
+    lower = wc.make_plan(spectra, wc.PlanConfig(err=40.0))
+    expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
+        f"{lower.achieved_err:.2f} %", timeout=30_000)
+    assert _metric(page, "LRC / N-LRC") == f"{lower.totals.lrc} / {lower.totals.nlrc}"
+    cells = page.locator("svg.welore-heatmap rect.cell")
+    assert cells.count() == len(spectra.layers)
+    assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == lower.totals.lrc
+    # the value reaches the server: the page below catches up (the download is the server's plan)
+    page.locator('.welore-explorer[data-synced="true"]').wait_for(timeout=30_000)
+    page.screenshot(path=str(shots / "2-slider.png"), full_page=True)
+
+    page.get_by_role("tab", name="Rank map").click()
+    with page.expect_download(timeout=30_000) as download:
+        page.get_by_role("button", name="Download rank map (JSON)").click()
+    path = tmp_path / "rankmap.json"
+    download.value.save_as(path)
+    wc.save_rankmap(lower, tmp_path / "expected.json")  # what `welore plan --err 40 -o` writes
+    assert path.read_bytes() == (tmp_path / "expected.json").read_bytes()
+    assert json.loads(path.read_text())["achieved_err"] == pytest.approx(lower.achieved_err)
+
+    # away and back: the explorer shows the plan it left (from the grid the page holds; the server sends the
+    # current plan alone, test_dashboard checks that)
+    page.get_by_role("link", name="Model").click()
+    # the main area's title: the sidebar has a "Model" heading on every page, and a click on the page that is
+    # still shown (the frontend has not switched yet) is a no-op, so the way back waits for the switch
+    page.get_by_test_id("stMain").get_by_role("heading", name="Model", exact=True).wait_for(timeout=60_000)
+    page.get_by_role("link", name="Spectra & rank plan").click()
+    expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
+        f"{lower.achieved_err:.2f} %", timeout=60_000)
+    assert page.get_by_role("slider").first.input_value() == "40"
+    assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == lower.totals.lrc
+
+    # a page that lost the grid asks for it again: drop it and the explorer's state, then move the parameters
+    # slider (a server slider: the explorer draws the plan it is sent, off the grid)
+    parses = page.evaluate("() => { window.__weloreGrids.clear(); "
+                           "document.querySelector('.welore-explorer').__welore = null; "
+                           "return window.__weloreGridParses; }")
+    params = page.get_by_role("slider").nth(2)
+    deadline = time.time() + 60
+    while page.evaluate("() => window.__weloreGridParses") == parses:  # a rerun may swallow a key press
+        assert time.time() < deadline, "the explorer never asked for its grid again"
+        params.focus()
+        params.press("ArrowRight")
+        page.wait_for_timeout(1000)
+    assert page.evaluate("() => window.__weloreGridParses") == parses + 1
+    page.locator('.welore-explorer[data-synced="true"]').wait_for(timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')", timeout=30_000)
+    budget = wc.make_plan(spectra, wc.PlanConfig(params=float(params.get_attribute("aria-valuetext"))))
+    expect(page.locator(METRIC).filter(has_text="Achieved ERR").first).to_contain_text(
+        f"{budget.achieved_err:.2f} %", timeout=30_000)
+    assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == budget.totals.lrc
+
+    page.get_by_role("link", name="Compress & evaluate").click()
+    page.get_by_role("button", name="Launch").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Launch").click()
+    page.get_by_text("Perplexity", exact=True).first.wait_for(timeout=180_000)
+    ppl = float(_metric(page, "Perplexity"))
+    assert 1.0 < ppl < 200.0  # a 64-symbol model: at most ~64 when untrained; measured, not echoed
+    page.screenshot(path=str(shots / "3-evaluate.png"), full_page=True)
+    return ppl
