@@ -7,6 +7,7 @@ from typing import Any, Callable
 import streamlit as st
 
 import welore_core as wc
+from dashboard.text import plain
 
 
 def launch(store: wc.JobStore, kind: str, params: dict[str, Any], fn: Callable[[wc.Progress], dict[str, Any]],
@@ -28,15 +29,15 @@ def job_panel(store: wc.JobStore, param: str) -> wc.JobState | None:
     try:
         state = store.get(job_id)
     except wc.WeLoreError as problem:
-        st.warning(str(problem))
+        st.warning(plain(problem))
         return None
     st.markdown(f"**Job {state.id}** ({state.kind}): `{state.status}`")
     if not state.finished:
-        st.progress(state.fraction, text=state.message or "starting")
+        st.progress(state.fraction, text=plain(state.message or "starting"))
         if st.button("Cancel", key=f"cancel-{state.id}"):
             store.request_cancel(state.id)
         return None
     if state.status != "done" or not state.result:
-        st.error(state.error or state.status)
+        st.error(plain(state.error or state.status))
         return None
     return state

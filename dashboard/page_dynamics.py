@@ -15,6 +15,7 @@ import streamlit as st
 import welore_core as wc
 from dashboard import cached
 from dashboard.jobview import job_panel, launch
+from dashboard.text import plain
 from welore_core.figures import (METRICS, emergence_curves_figure, emergence_heatmap_figure, gradient_cosine_figure,
                                  loss_figure, saturation_figure, spectra_time_figure)
 
@@ -65,7 +66,7 @@ with st.expander("Launch a new run", expanded=not known and not typed):
             launch(store, "dynamics", {"preset": preset, "data": data, "steps": config.steps, "folder": str(target)},
                    lambda progress: wc.run_dynamics(config, target, progress), "dyn_job")
         except wc.WeLoreError as problem:
-            st.error(str(problem))
+            st.error(plain(problem))
 
     @st.fragment(run_every=1.0)
     def follow() -> None:
@@ -74,7 +75,7 @@ with st.expander("Launch a new run", expanded=not known and not typed):
         state = job_panel(store, "dyn_job")
         if state is not None and state.result:
             folder = state.result["folder"]
-            st.success(f"Run finished: {folder} ({state.result['params'] / 1e6:.2f}M parameters, "
+            st.success(f"Run finished: {plain(folder)} ({state.result['params'] / 1e6:.2f}M parameters, "
                        f"probe loss {state.result['probe_loss']:.3f})")
             if st.query_params.get("run") != folder:
                 st.query_params["run"] = folder
@@ -92,7 +93,7 @@ try:
     # "full" cannot hold for layers too large to store whole: across layers it means "full where stored"
     summary, over_time, claim = cached.dynamics_across(folder, stamp, k, "minmax", tail, "auto" if source == "full" else source)
 except wc.WeLoreError as problem:
-    st.error(str(problem))
+    st.error(plain(problem))
     st.stop()
 
 meta = run.meta
@@ -104,8 +105,8 @@ cols[2].metric("Steps", f"{meta['step']} / {cfg['steps']}")
 cols[3].metric("Checkpoints", f"{len(run.steps)}")
 cols[4].metric("Probe loss", f"{run.scalars('probe_loss')[-1]:.3f}")
 if meta.get("status") != "done":
-    st.info(f"This run is {meta.get('status')} at step {meta['step']} of {cfg['steps']}"
-            + (f" ({meta['note']})" if meta.get("note") else "") + "; rerun it with the same folder to continue.")
+    st.info(f"This run is {plain(meta.get('status'))} at step {plain(meta['step'])} of {plain(cfg['steps'])}"
+            + (f" ({plain(meta['note'])})" if meta.get("note") else "") + "; rerun it with the same folder to continue.")
 st.plotly_chart(loss_figure(run.losses(), run.steps, run.scalars("probe_loss")), width="stretch", theme=None)
 
 st.subheader("Across layers")
@@ -133,7 +134,7 @@ scale = st.radio("Spectra colour scale", ["linear", "log"], horizontal=True)
 try:
     view = cached.dynamics_layer(folder, stamp, name, source)
 except wc.WeLoreError as problem:
-    st.error(str(problem))
+    st.error(plain(problem))
     st.stop()
 st.plotly_chart(gradient_cosine_figure(view["cos"], view["steps"], name, view["used"]), width="stretch", theme=None)
 g, w = st.columns(2)

@@ -14,6 +14,7 @@ import streamlit as st
 import welore_core as wc
 from dashboard.jobview import job_panel, launch
 from dashboard.state import picked_model, placement_setting, svd_setting
+from dashboard.text import plain
 
 st.title("Compress & evaluate")
 model, info = picked_model()
@@ -56,7 +57,7 @@ if launched:
                                                          spectra=spectra_config),
                "job")
     except wc.WeLoreError as problem:
-        st.error(str(problem))
+        st.error(plain(problem))
 
 
 @st.fragment(run_every=1.0)

@@ -13,12 +13,13 @@ import streamlit as st
 import welore_core as wc
 from dashboard.jobview import job_panel, launch
 from dashboard.state import picked_model, placement_setting
+from dashboard.text import plain
 
 st.title("Fine-tune")
 st.caption("WeLore's proposal (arXiv 2407.11239 §4): train only the factors of the Low-Rank Components, N-LRCs "
            "frozen. Compare it with training the N-LRCs, everything, LoRA adapters or GaLore on the same data.")
 model, info = picked_model()  # a compressed folder; a dense model is compressed at the ERR below first
-st.caption(f"Model: **{info.label}** ({info.kind})" + ("" if info.kind == "compressed" else
+st.caption(f"Model: **{plain(info.label)}** ({info.kind})" + ("" if info.kind == "compressed" else
                                                        " — dense: compressed at the ERR below before training"))
 default_data = os.environ.get("WELORE_FT_DATA", str(wc.data_dir() / "tinyshakespeare" / "input.txt"))
 
@@ -63,7 +64,7 @@ if launched:
         launch(store, "finetune", params, lambda progress: {"runs": wc.run_modes(spec, config, modes, folder, progress)},
                "ft")
     except wc.WeLoreError as problem:
-        st.error(str(problem))
+        st.error(plain(problem))
 
 
 @st.fragment(run_every=1.0)

@@ -7,6 +7,7 @@ import streamlit as st
 import welore_core as wc
 from dashboard import cached
 from dashboard.state import picked_model, spectra_with_progress, svd_setting
+from dashboard.text import plain
 
 st.title("Model")
 st.caption("Pick the model in the sidebar: the embedded SmolLM2-135M-Instruct, a local folder, a .gguf, a "
@@ -21,7 +22,7 @@ with st.spinner("fingerprinting the weights …"):
         fingerprint = cached.fingerprint(spec)
     except wc.WeLoreError as err:
         fingerprint = "n/a"
-        st.warning(str(err))
+        st.warning(plain(err))
 cols[3].metric("Fingerprint", fingerprint[:12], help=fingerprint)
 st.dataframe(pd.DataFrame(info.rows(), columns=["field", "value"]), hide_index=True, width="stretch")
 

@@ -13,6 +13,7 @@ import streamlit as st
 import welore_core as wc
 from dashboard import cached, explorer, plan_tabs
 from dashboard.state import picked_model, spectra_with_progress
+from dashboard.text import plain
 
 TABS = ["Rank plan", "Spectra", "Layers", "Compare strategies", "Rank map"]
 STRATEGIES = [s for s in wc.STRATEGIES if s not in wc.CALIBRATED]  # those plan on calibrated spectra: CLI --calib
@@ -24,7 +25,7 @@ st.caption("Where is this LLM low-rank? Singular values per layer, one global th
 spec, info = picked_model()
 spectra = spectra_with_progress(spec)
 blocks = len({l.block for l in spectra.layers if l.block >= 0})
-st.markdown(f"**{spectra.model}** · {info.architecture} · {len(spectra.layers)} layers in {blocks} blocks · "
+st.markdown(f"**{plain(spectra.model)}** · {plain(info.architecture)} · {len(spectra.layers)} layers in {blocks} blocks · "
             f"{spectra.total_params / 1e6:.1f} M parameters · fingerprint `{spectra.fingerprint[:12]}`",
             help=spectra.fingerprint)
 

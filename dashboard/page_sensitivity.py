@@ -9,6 +9,7 @@ import streamlit as st
 import welore_core as wc
 from dashboard.jobview import job_panel, launch
 from dashboard.state import picked_model, placement_setting
+from dashboard.text import plain
 
 st.title("Sensitivity")
 st.caption("Each group's rank is cut by the chosen ratio (weight SVD) while everything else stays dense; "
@@ -32,7 +33,7 @@ if launched:
         launch(store, "sensitivity", {"model": model or info.label, "ratio": ratio, "by": by},
                lambda progress: wc.sensitivity_of(spec, config, ratio, by, progress), "scan")
     except wc.WeLoreError as problem:
-        st.error(str(problem))
+        st.error(plain(problem))
 
 
 @st.fragment(run_every=1.0)

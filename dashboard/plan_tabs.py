@@ -4,6 +4,7 @@ Each tab is a function of the page's spectra and current plan; every number come
 """
 from __future__ import annotations
 
+import html
 import json
 
 import pandas as pd
@@ -11,6 +12,7 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard import cached
+from dashboard.text import plain
 from welore_core.figures import (compare_figure, reduction_heatmap_figure, spectra_heatmap_figure,
                                  spectra_lines_figure)
 
@@ -119,23 +121,23 @@ def rankmap_tab(spectra: wc.Spectra, plan: wc.RankPlan) -> None:
         data = wc.read_rankmap(upload.getvalue())
         imported = wc.plan_from_rankmap(data, spectra)
     except wc.RankMapError as err:
-        st.error(f"{upload.name}: {err}")
+        st.error(f"{plain(upload.name)}: {plain(err)}")
         if err.problems:
             st.code("\n".join(err.problems[:50]) + (f"\n… {len(err.problems) - 50} more" if len(err.problems) > 50 else ""),
                     language=None)
         return
     except wc.WeLoreError as err:
-        st.error(f"{upload.name}: {err}")
+        st.error(f"{plain(upload.name)}: {plain(err)}")
         return
     dense = wc.missing_layers(data, spectra.layers)
     if dense:
-        st.info(f"{len(dense)} layers are not in the map and stay dense (e.g. {dense[0]}).")
+        st.info(f"{len(dense)} layers are not in the map and stay dense (e.g. {plain(dense[0])}).")
     t = imported.totals
-    st.success(f"{upload.name} fits {spectra.model}: ERR {imported.achieved_err:.2f} %, {t.lrc} LRCs, "
+    st.success(f"{plain(upload.name)} fits {plain(spectra.model)}: ERR {imported.achieved_err:.2f} %, {t.lrc} LRCs, "
                f"{t.params_compressed / 1e6:.1f} M parameters, mean rel. error {t.mean_rel_error:.3f}.")
     st.dataframe(compare_totals({"current plan": plan, upload.name: imported}), hide_index=True, width="stretch")
-    st.plotly_chart(reduction_heatmap_figure(imported.frame()).update_layout(title=f"{upload.name}"),
+    st.plotly_chart(reduction_heatmap_figure(imported.frame()).update_layout(title=html.escape(upload.name)),
                     width="stretch", theme=None)
     if st.button("Use this rank map on the Compress & evaluate page", key="apply_rankmap"):
         st.session_state.applied_rankmap = {"name": upload.name, "data": data}
-        st.toast(f"{upload.name} will be offered on the Compress & evaluate page")
+        st.toast(f"{plain(upload.name)} will be offered on the Compress & evaluate page")

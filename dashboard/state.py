@@ -7,6 +7,7 @@ import os
 import streamlit as st
 
 import welore_core as wc
+from dashboard.text import plain
 
 KIND_LABELS = {
     "embedded": "Embedded SmolLM2-135M-Instruct",
@@ -68,7 +69,7 @@ def picked_model() -> tuple[str, wc.ModelInfo]:
             info = wc.describe_model(spec or None)
         wc.expect_kind(info, kind)
     except wc.WeLoreError as err:
-        st.error(str(err))
+        st.error(plain(err))
         st.stop()
     return spec, info
 
@@ -95,10 +96,10 @@ def spectra_with_progress(spec: str) -> wc.Spectra:
                                  progress=lambda done, total, name: bar.progress(done / total,
                                                                                  text=f"SVD {done}/{total}: {name}"))
     except wc.WeLoreError as err:
-        st.error(str(err))
+        st.error(plain(err))
         st.stop()
     finally:
         bar.empty()
     for note in spectra.notes:
-        st.warning(note)
+        st.warning(plain(note))
     return spectra

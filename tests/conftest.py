@@ -51,6 +51,22 @@ def tiny_neox(layers: int = 2, seed: int = 0) -> torch.nn.Module:
     return GPTNeoXForCausalLM(config).eval()
 
 
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`welore ARGV` in this process: (exit status, stdout, stderr) of the command alone."""
+    from welore_core.cli import main
+
+    capsys.readouterr()  # what the test itself printed (transformers saving a model) is not the command's output
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    """The message of the CLI's one-line error (asserting it is exactly one `welore: error:` line)."""
+    assert err.startswith("welore: error: ") and err.count("\n") == 1, err
+    return err.removeprefix("welore: error: ").strip()
+
+
 @pytest.fixture
 def llama() -> torch.nn.Module:
     return tiny_llama()

@@ -14,24 +14,11 @@ import pytest
 import torch
 
 import welore_core as wc
-from conftest import char_tokenizer, tiny_llama
-from welore_core.cli import main
+from conftest import char_tokenizer, one_line, run, tiny_llama
 from welore_core.compression import rankmap as rankmap_mod
 from welore_core.utils import atomic_folder, atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()  # what the test itself printed (transformers saving a model) is not the command's output
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str) -> str:
-    assert err.startswith("welore: error: ") and err.count("\n") == 1, err
-    return err.removeprefix("welore: error: ").strip()
 
 
 # 1. a full disk --------------------------------------------------------------------------------------------------
@@ -54,7 +41,7 @@ def test_compress_into_a_full_disk_is_one_line_naming_the_folder(lm_dir: Path, t
     out = tmp_path / "compressed"
     code, _, err = run(capsys, "compress", str(lm_dir), "--err", "50", "-o", str(out))
     message = one_line(err)
-    assert code == 2 and message.startswith(f"{out}: no space left on its device (needs about ")
+    assert code == 2 and message.startswith(f"{out}: no space left on its device (the device filled up after ")
     assert not out.exists() and not list(tmp_path.glob(".compressed.tmp-*"))  # the temp folder is gone too
 
 
@@ -71,7 +58,7 @@ def test_cache_writes_into_a_full_disk_name_the_file(tmp_path: Path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("tempfile.mkstemp", full)
-    with pytest.raises(wc.WeLoreError, match=r"record\.sv: no space left on its device \(needs about 0\.0 MiB"):
+    with pytest.raises(wc.WeLoreError, match=r"record\.sv: no space left on its device \(the device filled up writing about 0\.0 MiB"):
         atomic_write_bytes(tmp_path / "record.sv", b"12345")
 
 
@@ -97,9 +84,12 @@ def test_a_full_registry_disk_is_one_line_naming_the_database(lm_dir: Path, corp
         def execute(self, *args: object) -> None:
             raise sqlite3.OperationalError("database or disk is full")
 
+        def close(self) -> None:
+            pass
+
     registry = wc.Registry.default()
     monkeypatch.setattr(wc.Registry, "lookup", lambda self, key: None)
-    monkeypatch.setattr(wc.Registry, "_connect", lambda self: Full())
+    monkeypatch.setattr(sys.modules["welore_core.evaluation.registry"], "connect", lambda path, schema: Full())
     with pytest.raises(wc.WeLoreError, match=r"registry\.sqlite: no space left on its device"):
         wc.evaluate_model(lm_dir, wc.EvalConfig(data=str(corpus_file), seqlen=32, tokens=64), registry=registry)
 

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from welore_core.cli import main
+from conftest import run
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_spectra_json_is_the_last_line(llama_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -218,7 +218,7 @@ def test_output_folder_that_is_not_compressed_is_never_deleted(tmp_path: Path) -
     assert (precious / "thesis.tex").read_text() == "years of work"
     first = save_compressed(model, tmp_path / "c", report)
     assert save_compressed(model, first, report) == first  # a compressed folder may be replaced
-    with pytest.raises(wc.WeLoreError, match="source model's folder"):
+    with pytest.raises(wc.WeLoreError, match="is the source model"):
         save_compressed(model, tmp_path / "c2", report, source_folder=tmp_path / "c2")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,6 +13,11 @@ import welore_core as wc
 from dashboard import explorer
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def shown(markdown: str) -> str:
+    """The characters a Markdown body shows: the dashboard backslash-escapes user text (dashboard.text.plain)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def explorer_data(at: AppTest) -> dict[str, Any]:
@@ -262,7 +268,7 @@ def test_uploaded_rank_map_is_checked_and_offered_for_compression(llama_dir: Pat
     good = wc.rankmap_dict(wc.make_plan(spectra, wc.PlanConfig(strategy="uniform", err=30.0)))
     at.file_uploader(key="upload_rankmap").upload("good.json", json.dumps(good).encode(), "application/json").run()
     assert not at.exception and not at.error
-    assert at.success[0].value.startswith("good.json fits")
+    assert shown(at.success[0].value).startswith("good.json fits")
     at.button(key="apply_rankmap").click().run()
     assert at.session_state.applied_rankmap["data"]["layers"] == good["layers"]
 
@@ -271,11 +277,29 @@ def test_uploaded_rank_map_is_checked_and_offered_for_compression(llama_dir: Pat
     bad["layers"][1]["name"] = "model.layers.9.mlp.nothing"
     at.file_uploader(key="upload_rankmap").set_value(("bad.json", json.dumps(bad).encode(), "application/json")).run()
     assert not at.exception
-    assert at.error[0].value.startswith("bad.json: ")
+    assert shown(at.error[0].value).startswith("bad.json: ")
     problems = at.code[0].value
     assert "model.layers.9.mlp.nothing" in problems and "10000" in problems
     at.file_uploader(key="upload_rankmap").set_value(("junk.json", b"{not json", "application/json")).run()
-    assert not at.exception and at.error[0].value.startswith("junk.json: ")
+    assert not at.exception and shown(at.error[0].value).startswith("junk.json: ")
+
+
+def test_user_text_reaches_the_page_as_plain_text(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank map's layer name and an upload's file name are the file author's text: an image in them would make
+    the browser fetch a URL of the author's choosing. They are shown as their literal characters."""
+    from markdown_it import MarkdownIt
+
+    at = _plan_page(llama_dir, monkeypatch, "Rank map")
+    good = wc.rankmap_dict(wc.make_plan(wc.compute_spectra(llama_dir), wc.PlanConfig(err=30.0)))
+    crafted = "![x](http://host/x.png) **bold** <img src=y>"
+    good["layers"][0]["name"] = crafted
+    at.file_uploader(key="upload_rankmap").upload(f"{crafted}.json", json.dumps(good).encode(),
+                                                  "application/json").run()
+    assert not at.exception and at.error
+    body = at.error[0].value
+    html = MarkdownIt("commonmark").render(body)
+    assert "<img" not in html and "<strong>" not in html and "<a " not in html, html
+    assert shown(body).count(crafted) == 2  # the file name and the layer name, character for character
 
 
 def test_spectra_tab_draws_chosen_layers(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,7 +347,7 @@ def test_a_folder_that_is_not_a_causal_lm_gets_a_message(tmp_path: Path, monkeyp
     monkeypatch.setenv("WELORE_MODEL", str(folder))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
-    assert "not a causal LM" in at.error[0].value and str(folder) in at.error[0].value
+    assert "not a causal LM" in shown(at.error[0].value) and str(folder) in shown(at.error[0].value)
 
 
 def test_two_tabs_keep_their_own_jobs_and_a_reload_finds_them(lm_dir: Path, corpus_file: Path,

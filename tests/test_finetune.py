@@ -198,7 +198,7 @@ def test_config_and_output_errors_name_the_bad_value(compressed_dir: Path, corpu
     (precious / "notes.txt").write_text("keep")
     with pytest.raises(wc.WeLoreError, match="exists and is not a model folder written by welore"):
         run_finetune(compressed_dir, config(corpus_file), precious)
-    with pytest.raises(wc.WeLoreError, match="is the input model's folder"):
+    with pytest.raises(wc.WeLoreError, match="is the source model"):
         run_finetune(compressed_dir, config(corpus_file), compressed_dir)
     with pytest.raises(wc.WeLoreError, match="no such file"):
         run_finetune(compressed_dir, config(tmp_path / "missing.txt"), tmp_path / "o")

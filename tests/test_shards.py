@@ -55,8 +55,14 @@ def test_the_reader_reads_what_safetensors_wrote(tmp_path: Path) -> None:
 def test_a_truncated_shard_names_the_file_and_the_tensor(tmp_path: Path) -> None:
     path = tmp_path / "s.safetensors"
     save_file({"a": torch.ones(4), "b": torch.ones(1000)}, str(path))
-    path.write_bytes(path.read_bytes()[:-100])
-    with ShardReader(path) as reader:
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-100])  # the header promises bytes the file no longer has: refused before any read
+    with pytest.raises(WeLoreError, match=r"s\.safetensors: not a readable safetensors file \(tensor b: claims bytes "
+                                          r"up to 4,016 but the file holds 3,916 bytes of tensor data\)"):
+        ShardReader(path)
+    path.write_bytes(whole)
+    with ShardReader(path) as reader:  # cut after the header was read (a copy still in progress)
+        path.write_bytes(whole[:-100])
         assert torch.equal(reader.get("a"), torch.ones(4))
         with pytest.raises(WeLoreError, match=r"s\.safetensors: cannot read weights \(tensor b: the file ends 100 bytes early\)"):
             reader.get("b")

@@ -183,5 +183,5 @@ def test_truncated_shard_is_a_clear_error(llama_dir: Path) -> None:
     weights = llama_dir / "model.safetensors"
     blob = weights.read_bytes()
     weights.write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(WeLoreError, match="cannot read weights"):
+    with pytest.raises(WeLoreError, match=r"model\.safetensors: not a readable safetensors file \(tensor .* claims bytes"):
         compute_spectra(llama_dir, SpectraConfig(use_cache=False))

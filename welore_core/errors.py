@@ -14,3 +14,7 @@ class RankMapError(WeLoreError):
         detail = "; ".join(self.problems[:50])
         more = f" (+{len(self.problems) - 50} more)" if len(self.problems) > 50 else ""
         super().__init__(f"{message}: {detail}{more}" if self.problems else message)
+
+
+class WeLoreWarning(UserWarning):
+    """An input that works but is probably not what was meant; the CLI prints it as one `welore: warning:` line."""

@@ -12,14 +12,16 @@ import json
 import os
 import sys
 import typing
+import warnings
 from typing import Any
 
-from ..errors import WeLoreError
-from ..utils import disk_full
+from ..errors import WeLoreError, WeLoreWarning
+from ..utils import disk_full, os_error_message
 from . import analyse, compress, dynamics, evaluate, finetune
 from .common import tqdm_progress
 
 __all__ = ["build_parser", "main", "tqdm_progress"]
+_PYTHON_SHOWWARNING = warnings.showwarning
 
 
 class UsageError(Exception):
@@ -61,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     wants_json = bool(getattr(args, "json", False))
     try:
-        result = args.run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", WeLoreWarning)
+            warnings.showwarning = _show_warning
+            result = args.run(args)
         if args.json:
             print(json.dumps(result, default=_json_default))
         sys.stdout.flush()
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
     except (WeLoreError, OSError) as err:
-        message = str(err) if isinstance(err, WeLoreError) else f"{type(err).__name__}: {err}"
+        message = str(err) if isinstance(err, WeLoreError) else os_error_message(err)
         return _fail(message, wants_json)
     except KeyboardInterrupt:
         print("welore: interrupted (finished layers are cached; run again to resume)", file=sys.stderr)
@@ -79,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"no space left on the device ({type(err).__name__}: {err})", wants_json)
         raise
     return 0
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
+    """The core's WeLoreWarnings as one `welore: warning:` line each; other libraries' warnings as Python shows them."""
+    if issubclass(category, WeLoreWarning):
+        print(f"welore: warning: {message}", file=sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, *rest, **kwargs)
 
 
 def _silence_stdout() -> None:

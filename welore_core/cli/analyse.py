@@ -13,7 +13,7 @@ from ..compression.svd import METHODS as SVD_METHODS
 from ..errors import WeLoreError
 from ..compression import load_model
 from ..models import placement, resolve_model
-from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
+from .common import add_model, add_output, config_from, human, option, output_of, placement_options, tqdm_progress
 from .planning import (calibration, calibration_options, greedy_weights, has_target, needs_calibration,
                        planning_basis, target_options)
 
@@ -69,14 +69,15 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
         raise WeLoreError("plan needs --err PCT, --k K, --params PCT or --size MiB")
     config = config_from(PlanConfig, args)
     calibration(args, needed=needs_calibration(args))  # refused before any work when --calib is missing
+    output = output_of(args.output, folder=False, model=args.model)  # never over or into the model it plans
     spectra = load_spectra(args)
     if needs_calibration(args):  # the data-aware strategies plan on σ(W L) of the loaded model
         source = resolve_model(args.model)
         device, dtype = placement(args.device, args.weights_dtype)
         spectra = planning_basis(args, source, load_model(source, dtype, device), spectra)[0] or spectra
     plan = make_plan(spectra, config, weights=greedy_weights(args, spectra.layers))
-    if args.output:
-        save_rankmap(plan, Path(args.output))
+    if output is not None:
+        save_rankmap(plan, output)
     t = plan.totals
     if human(args):
         target = f"target ERR {plan.target_err:g} %, " if plan.target_err is not None else ""

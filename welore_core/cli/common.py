@@ -9,7 +9,10 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any, Sequence
 
-from ..utils import Progress
+from ..utils import Progress, check_output
+
+if typing.TYPE_CHECKING:
+    from pathlib import Path
 
 MODEL_HELP = "model folder, compressed folder, .gguf, .safetensors(.index.json) or hub id (default: embedded SmolLM2-135M)"
 
@@ -84,3 +87,15 @@ def config_from(cls: type, args: argparse.Namespace, **given: Any) -> Any:
     """An instance of `cls` from the options `option` added (fields without an option keep their default)."""
     values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in given and hasattr(args, f.name)}
     return cls(**values, **given)
+
+
+def output_of(path: str | None, folder: bool, model: str | None | bool = False, flag: str = "-o") -> "Path | None":
+    """The checked `-o` path of a command (None when not given), before any work: refused at or inside the source
+    model `model` resolves to (pass False for a command without one), as the wrong kind of entry, or where
+    nothing can be created."""
+    if path is None:
+        return None
+    from ..models import resolve_model
+
+    protected = () if model is False else resolve_model(model or None).protected()
+    return check_output(path, folder, protected, what=f"output ({flag})")

@@ -18,21 +18,23 @@ from ..finetune import MODES, FinetuneConfig, run_finetune
 from ..models import discover_layers, dtype_name, load_tokenizer, resolve_model, stored_dtypes
 from .common import add_model, add_output, config_from, human, placement_options, tqdm_progress
 from .planning import (budgeted, calibration, calibration_options, greedy_weights, has_target, needs_calibration,
-                       planning_basis, target_options)
+                       planning_basis, target_options, warn_foreign_rankmap)
 
 
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     if (args.rankmap is None) == (not has_target(args)):
         raise WeLoreError("compress needs exactly one of --rankmap FILE, --err PCT, --params PCT or --size MiB")
     calib = calibration(args, needed=bool(not args.rankmap and needs_calibration(args)))
-    budget_map = bool(args.rankmap) and any(read_rankmap(Path(args.rankmap)).get(k) is not None
-                                            for k in ("target_params", "target_size_mib"))
+    rankmap = read_rankmap(Path(args.rankmap)) if args.rankmap else None
+    budget_map = rankmap is not None and any(rankmap.get(k) is not None for k in ("target_params", "target_size_mib"))
     mode = "all" if args.all_layers or budget_map or (not args.rankmap and budgeted(args)) else "lrc"  # every layer
     config = config_from(CompressionConfig, args, mode=mode)
     plan = config_from(PlanConfig, args) if not args.rankmap else None
     recover = _recovery(args)
     source = resolve_model(args.model)
-    check_output(Path(args.output), source.path)  # before any work: -o never replaces a user's folder
+    check_output(Path(args.output), source.protected())  # before any work: -o never replaces a user's folder
+    if rankmap is not None:
+        warn_foreign_rankmap(rankmap, source)
     stored = stored_dtypes(source.safetensors_files())  # bf16 in, bf16 out: each tensor as the input stores it
     spectra = SpectraConfig(device=config.device)
     if calib is None and streamable(source):  # tensor by tensor: never the whole model in memory

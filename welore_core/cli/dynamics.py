@@ -7,12 +7,11 @@ Rerunning with the same -o continues from the last checkpoint.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..dynamics import DynamicsConfig, EmergenceConfig, claim_check, default_folder, emergence_summary, load_run, presets
 from ..dynamics import run_dynamics
-from .common import add_output, config_from, human, option, tqdm_progress
+from .common import add_output, config_from, human, option, output_of, tqdm_progress
 
 PRESET_DEFAULT = "(default: the preset's)"
 HELP = {
@@ -38,7 +37,7 @@ def cmd_dynamics(args: argparse.Namespace) -> dict[str, Any]:
 
     config = config_from(DynamicsConfig, args)
     emergence = config_from(EmergenceConfig, args)
-    folder = Path(args.output) if args.output else default_folder(config)
+    folder = output_of(args.output, folder=True) or default_folder(config)
     result = run_dynamics(config, folder, tqdm_progress("dynamics"))
     run = load_run(folder)
     summary = emergence_summary(run, emergence)

@@ -3,7 +3,6 @@ and of one truncated layer group at a time."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -12,8 +11,8 @@ from ..compression import CALIBRATED, CompressionConfig
 from ..errors import WeLoreError
 from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, sensitivity_of, sweep
 from ..figures import sensitivity_figure, sweep_figure
-from ..utils import atomic_write_text
-from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
+from ..figures.html import write_reports
+from .common import add_model, add_output, config_from, human, option, output_of, placement_options, tqdm_progress
 from .planning import calibration, calibration_options
 
 SENSITIVITY_SEQLEN = 512  # scans run one evaluation per group: shorter windows keep them quick
@@ -38,27 +37,38 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _numbers(text: str, what: str) -> list[float]:
+    items = _items(text, what)
     try:
-        return [float(e) for e in text.split(",") if e.strip()]
+        return [float(e) for e in items]
     except ValueError:
         raise WeLoreError(f"--{what} must be comma-separated percentages, got {text!r}") from None
+
+
+def _items(text: str, what: str) -> list[str]:
+    """The comma-separated items of --errs, --params or --strategies; an empty one (`30,,40`) is refused, as
+    it is more likely a typo than a wish."""
+    items = [e.strip() for e in text.split(",")]
+    if not text.strip() or any(not e for e in items):
+        raise WeLoreError(f"--{what} has an empty item in {text!r}; separate values with single commas")
+    return items
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     errs = _numbers(args.errs, "errs")
     params = _numbers(args.params, "params") if args.params else None
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if params and min(params) <= 0:
+        raise WeLoreError(f"--params {min(params):g} removes nothing: give percentages of parameters removed, in (0, 100)")
+    strategies = _items(args.strategies, "strategies")
+    out = output_of(args.output, folder=True, model=args.model)
     mode = "all" if args.all_layers or params else "lrc"  # a parameter budget counts every layer the smaller way
     config = CompressionConfig(mode=mode, act_svd=args.act_svd)
-    calib = calibration(args, needed=bool(set(CALIBRATED) & set(strategies))
-                        or ("greedy" in strategies and bool(args.calib)))
+    calibrated = [s for s in strategies if s in CALIBRATED]
+    calib = calibration(args, needed=bool(calibrated) or ("greedy" in strategies and bool(args.calib)),
+                        what=f"--strategies {calibrated[0]}" if calibrated else "")
     df = sweep(args.model, errs, strategies, config_from(EvalConfig, args), config, tqdm_progress("sweep"),
                calib=calib, params=params)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sweep.csv", df.to_csv(index=False))
-    atomic_write_text(out / "sweep.json", df.to_json(orient="records", indent=1))
-    atomic_write_text(out / "sweep.html", sweep_figure(df).to_html(include_plotlyjs="cdn"))
+    write_reports(out, {"sweep": sweep_figure(df)},
+                  {"sweep.csv": df.to_csv(index=False), "sweep.json": df.to_json(orient="records", indent=1)})
     if human(args):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(f"\nwritten: {out / 'sweep.csv'}, {out / 'sweep.json'}, {out / 'sweep.html'}")
@@ -66,14 +76,12 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
+    out = output_of(args.output, folder=True, model=args.model)
     result = sensitivity_of(args.model, config_from(EvalConfig, args), args.ratio, args.by,
                             tqdm_progress("sensitivity"))
     df = pd.DataFrame(result["rows"])
-    if args.output:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "sensitivity.csv", df.to_csv(index=False))
-        atomic_write_text(out / "sensitivity.html", sensitivity_figure(df).to_html(include_plotlyjs="cdn"))
+    if out is not None:
+        write_reports(out, {"sensitivity": sensitivity_figure(df)}, {"sensitivity.csv": df.to_csv(index=False)})
     if human(args):
         print(df.sort_values("ppl_increase", ascending=False).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return {"rows": df.to_dict(orient="records"), "output": args.output}

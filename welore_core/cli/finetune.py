@@ -15,7 +15,10 @@ from ..data import TASKS
 from ..finetune import MODES, PRECISIONS, SCHEDULERS, FinetuneConfig, run_finetune
 from ..finetune.config import OPTIMIZERS
 from ..models import WEIGHT_DTYPES
-from .common import add_model, add_output, config_from, human, option, tqdm_progress
+from ..compression import read_rankmap
+from ..models import resolve_model
+from .common import add_model, add_output, config_from, human, option, output_of, tqdm_progress
+from .planning import warn_foreign_rankmap
 
 HELP = {
     "mode": "lrc (WeLore: LRC factors only), nlrc, full, lora or galore",
@@ -58,7 +61,10 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from(FinetuneConfig, args)
-    result = run_finetune(args.model, config, Path(args.output), tqdm_progress(f"finetune {config.mode}"),
+    output = output_of(args.output, folder=True, model=args.model)
+    if config.rankmap:
+        warn_foreign_rankmap(read_rankmap(Path(config.rankmap)), resolve_model(args.model))
+    result = run_finetune(args.model, config, output, tqdm_progress(f"finetune {config.mode}"),
                           checkpoint_dir=args.checkpoint_dir, keep_checkpoints=args.keep_checkpoints)
     if human(args):
         r = result

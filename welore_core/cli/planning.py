@@ -4,6 +4,7 @@ strategies plan on (whitened, from one calibration pass that ActSVD then reuses)
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import pandas as pd
@@ -12,8 +13,9 @@ import torch
 from ..compression import (CALIBRATED, DATA_AWARE, STRATEGIES, Calibration, CompressionConfig, PlanConfig, Spectra,
                            calibrated_fisher, calibrated_spectra, sensitivity_weights)
 from ..compression.budget import BYTES
+from ..compression.rankmap import fingerprint_note
 from ..errors import WeLoreError
-from ..models import ModelSource, load_tokenizer
+from ..models import ModelSource, load_tokenizer, source_fingerprint
 from .common import option, tqdm_progress
 
 
@@ -33,7 +35,20 @@ def target_options(p: argparse.ArgumentParser, k: bool = False) -> None:
 
 
 def has_target(args: argparse.Namespace) -> bool:
+    """Is a target given? A parameter budget of 0 % is refused here: it would remove nothing."""
+    if getattr(args, "params", None) is not None and args.params <= 0:
+        raise WeLoreError(f"--params {args.params:g} removes nothing: give the percentage of parameters to remove, "
+                          "in (0, 100)")
     return any(getattr(args, n, None) is not None for n in ("err", "k", "params", "size_mib"))
+
+
+def warn_foreign_rankmap(data: dict[str, Any], source: ModelSource) -> None:
+    """One warning line when a rank map was made on other weights than the model it is applied to."""
+    if source.kind == "compressed":
+        return
+    note = fingerprint_note(data, source_fingerprint(source))
+    if note:
+        print(f"welore: warning: {note}", file=sys.stderr)
 
 
 def budgeted(args: argparse.Namespace) -> bool:
@@ -50,13 +65,13 @@ def calibration_options(p: argparse.ArgumentParser, act_svd: bool = True) -> Non
     option(p, Calibration, "seqlen", "tokens per calibration window", flag="--calib-seqlen", dest="calib_seqlen")
 
 
-def calibration(args: argparse.Namespace, needed: bool = False) -> Calibration | None:
-    """The Calibration of the options: None unless --act-svd or a data-aware strategy asks for one (`needed`);
-    either without --calib is refused."""
+def calibration(args: argparse.Namespace, needed: bool = False, what: str = "") -> Calibration | None:
+    """The Calibration of the options: None unless --act-svd or a data-aware strategy asks for one (`needed`,
+    named by `what` in the refusal; default --strategy S); either without --calib is refused."""
     if not (getattr(args, "act_svd", False) or needed):
         return None
     if not args.calib:
-        what = "--act-svd" if getattr(args, "act_svd", False) else f"--strategy {args.strategy}"
+        what = "--act-svd" if getattr(args, "act_svd", False) else what or f"--strategy {args.strategy}"
         raise WeLoreError(f"{what} needs --calib PATH (a text file for activation statistics)")
     return Calibration(args.calib, samples=args.calib_samples, seqlen=args.calib_seqlen)
 

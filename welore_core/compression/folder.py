@@ -23,6 +23,7 @@ from ..errors import WeLoreError
 from ..models import (MANIFEST, ModelSource, building, check_fits, count_parameters, empty_weights, index_params,
                       linear_weight, load_pretrained, set_module, tensor_index)
 from ..utils import atomic_folder, atomic_write_text, read_json, transformers_ready
+from ..utils import check_output as check_path
 from .lowrank import LowRankLinear
 
 FORMAT = "welore.compressed/v1"
@@ -97,12 +98,13 @@ def _stored_dtype(name: str, dtypes: dict[str, torch.dtype], default: torch.dtyp
     return dtypes.get(name, default)
 
 
-def check_output(folder: Path, source_folder: Path | None) -> None:
-    """`-o` may be new or a compressed folder (replaced); never a user's folder or the source model."""
+def check_output(folder: Path, source: Path | tuple[Path, ...] | None) -> None:
+    """`-o` may be new or a compressed folder (replaced); never a user's folder, nor the source model or a path
+    inside it (`source`: its folder, or `ModelSource.protected()`), nor a place nothing can be created in."""
     if folder.exists() and not (folder.is_dir() and is_compressed_folder(folder)):
         raise WeLoreError(f"output {folder} exists and is not a compressed model folder; choose a new path")
-    if source_folder is not None and folder.resolve() == Path(source_folder).resolve():
-        raise WeLoreError(f"output {folder} is the source model's folder; choose a new path")
+    protected = () if source is None else (source,) if isinstance(source, Path) else source
+    check_path(folder, folder=True, protected=protected)
 
 
 def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | None, base_model: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import RankMapError, WeLoreError
 from ..models import LayerInfo
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, read_capped, regular_file
 from .plan import GREEDY, PlanConfig, RankPlan, plan_from_ranks
 from .spectra import Spectra
 
@@ -90,13 +90,16 @@ def read_rankmap(source: Path | str | bytes | dict[str, Any]) -> dict[str, Any]:
         if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
             where = f"rank map {source}"
             try:
-                size = Path(source).stat().st_size
+                size = regular_file(Path(source), "rank map").st_size
                 if size > MAX_BYTES:
                     raise RankMapError(f"{where}: {size:,} bytes is too large for a rank map (at most {MAX_BYTES:,}; "
                                        "a 70B model's is about 150 KB)")
-                text = Path(source).read_text(encoding="utf-8")
-            except OSError as err:
-                raise WeLoreError(f"{where}: cannot read ({err.strerror or err})") from None
+                raw = read_capped(Path(source), MAX_BYTES, "rank map")
+                text = raw.decode("utf-8")
+            except RankMapError:
+                raise
+            except WeLoreError as err:  # missing, unreadable, not a regular file (/dev/zero), grew past the cap
+                raise WeLoreError(f"rank map {source}: cannot read ({str(err).removeprefix(f'{source}: ')})") from None
             except UnicodeDecodeError as err:
                 raise RankMapError(f"{where}: not UTF-8 text", [str(err)]) from None
         if len(text) > MAX_BYTES:
@@ -163,6 +166,16 @@ def check_rankmap(data: dict[str, Any], layers: list[LayerInfo]) -> list[str]:
         elif entry["lrc"] != (reduction > data["min_ratio"]):
             problems.append(f"layer {name}: lrc {entry['lrc']} but reduction {reduction:g} vs min_ratio {data['min_ratio']:g}")
     return problems
+
+
+def fingerprint_note(data: dict[str, Any], fingerprint: str) -> str:
+    """A one-line note when a rank map was made on other weights than `fingerprint` ("" when the same, or when
+    the map records none): its ranks still apply as listed, but its plan was solved for another model."""
+    made = data.get("fingerprint") or ""
+    if not made or made == fingerprint:
+        return ""
+    return (f"the rank map was made on other weights ({data.get('model')!r}, fingerprint {made[:16]}; this model's "
+            f"is {fingerprint[:16]}): its ranks apply as listed, but its k and ERR were solved for those weights")
 
 
 def missing_layers(data: dict[str, Any], layers: list[LayerInfo]) -> list[str]:

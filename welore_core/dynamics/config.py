@@ -3,7 +3,9 @@ training settings, from ~0.2M to ~130M parameters) or a JSON file of the same fo
 recording settings, validated field by field."""
 from __future__ import annotations
 
+import difflib
 import hashlib
+import inspect
 import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -13,10 +15,13 @@ from typing import Any
 import torch
 
 from ..errors import WeLoreError
-from ..models import building
+from ..models import building, check_fits
 from ..utils import cache_dir, parse_device, read_json, transformers_ready
 
 _TRAIN_FIELDS = ("steps", "every", "batch_size", "seqlen", "lr", "warmup")
+_TOP_FIELDS = ("description", "model", "train")
+# training holds, per parameter, the float32 weight, its gradient and AdamW's two moments
+TRAINING_COPIES = 4
 
 
 def presets() -> list[str]:
@@ -42,7 +47,17 @@ def load_preset(preset: str) -> dict[str, Any]:
     unknown = set(data.get("train", {})) - set(_TRAIN_FIELDS)
     if unknown:
         raise WeLoreError(f"config {where}: unknown train settings {sorted(unknown)} (known: {list(_TRAIN_FIELDS)})")
+    _refuse_unknown(set(data) - set(_TOP_FIELDS), list(_TOP_FIELDS), f"config {where}: unknown key")
     return data
+
+
+def _refuse_unknown(names: set[str], known: list[str], what: str) -> None:
+    """A misspelt key is a setting silently lost (`hiden_size` would train the default width): refuse it, naming
+    the closest known one."""
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+        raise WeLoreError(f"{what} {name!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,9 @@ def check_model(model: dict[str, Any], preset: str) -> None:
     """The LlamaConfig fields of a preset or config file, checked one by one (transformers would fail later
     with a message that names no field, or not at all)."""
     where = f"config {preset!r}: model"
+    transformers = transformers_ready()
+    known = [n for n in inspect.signature(transformers.LlamaConfig.__init__).parameters if n not in ("self", "kwargs")]
+    _refuse_unknown(set(model) - set(known), known, f"{where}: unknown LlamaConfig field")
     for name in _SIZES + _OPTIONAL_SIZES:
         if name not in model:
             if name in _SIZES:
@@ -153,8 +171,9 @@ def default_folder(config: DynamicsConfig) -> Path:
     return cache_dir() / "dynamics" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def build_model(config: DynamicsConfig, vocab_size: int) -> torch.nn.Module:
-    """A freshly initialised LlamaForCausalLM (seeded) for the preset and the tokenizer's vocabulary."""
+def build_model(config: DynamicsConfig, vocab_size: int, device: torch.device | None = None) -> torch.nn.Module:
+    """A freshly initialised LlamaForCausalLM (seeded) for the preset and the tokenizer's vocabulary. With a
+    `device`, a model whose training state would not fit it is refused first (counted on the meta device)."""
     transformers_ready()  # the first import, one thread at a time
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -162,6 +181,11 @@ def build_model(config: DynamicsConfig, vocab_size: int) -> torch.nn.Module:
         llama = LlamaConfig(**{**config.model, "vocab_size": vocab_size})
     except (TypeError, ValueError) as err:
         raise WeLoreError(f"config {config.preset!r}: bad model settings ({err})") from None
+    if device is not None:
+        with building(), torch.device("meta"):  # allocates nothing (a mode local to this thread)
+            params = sum(p.numel() for p in LlamaForCausalLM(llama).parameters())
+        check_fits(f"config {config.preset!r}", params, device, torch.float32, copies=TRAINING_COPIES,
+                   held="weights, gradients and two AdamW moments", advice="choose a smaller model")
     torch.manual_seed(config.seed)
     with building():
         return LlamaForCausalLM(llama)

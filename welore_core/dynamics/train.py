@@ -57,7 +57,7 @@ class _Trainer:
 
 
 def _trainer(config: DynamicsConfig, vocab_size: int, device: torch.device) -> _Trainer:
-    model = build_model(config, vocab_size).to(device).train()
+    model = build_model(config, vocab_size, device).to(device).train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]  # norms are not decayed
     rest = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},

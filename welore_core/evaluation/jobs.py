@@ -15,14 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 
 from ..errors import WeLoreError
 from ..utils import Progress, cache_dir
 from ..utils.devices import DEFAULT_THREADS
-from .registry import connect
+from .registry import opened
 
 JobFn = Callable[[Progress], dict[str, Any]]
 FINAL = ("done", "failed", "cancelled", "interrupted")
@@ -69,8 +69,8 @@ class JobStore:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_dir() / "registry.sqlite"
 
-    def _connect(self) -> sqlite3.Connection:
-        return connect(self.path, SCHEMA)
+    def _connect(self) -> ContextManager[sqlite3.Connection]:
+        return opened(self.path, SCHEMA)
 
     def create(self, kind: str, params: dict[str, Any], owner: str = "") -> str:
         job_id = uuid.uuid4().hex[:12]

@@ -11,14 +11,15 @@ import json
 import math
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager, Iterator
 
 import pandas as pd
 
 from ..errors import WeLoreError
-from ..utils import VERSION, cache_dir, disk_writes
+from ..utils import VERSION, cache_dir, disk_full, free_bytes, make_folder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -36,11 +37,44 @@ COLUMNS = ("kind", "model", "fingerprint", "plan_hash", "strategy", "err", "k", 
 
 def connect(path: Path, schema: str) -> sqlite3.Connection:
     """The registry database (WAL + busy timeout: safe across threads and processes), with `schema` applied."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(schema)
+    make_folder(path.parent, "run registry folder")
+    with database_errors(path):
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(schema)
+        except BaseException:
+            conn.close()
+            raise
     return conn
+
+
+@contextmanager
+def opened(path: Path, schema: str) -> Iterator[sqlite3.Connection]:
+    """A connection in a transaction (committed when the block succeeds), closed afterwards; errors as one line."""
+    conn = connect(path, schema)
+    try:
+        with database_errors(path), conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def database_errors(path: Path) -> Iterator[None]:
+    """SQLite's errors inside the block as one line naming the database and what to do. On a full disk SQLite
+    often says only "disk I/O error" (it could not grow the WAL's shared-memory file): with under 1 MiB free that
+    is read as a full disk."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        text, free = str(err), free_bytes(path)
+        if disk_full(err) or ("disk i/o error" in text.lower() and free < 2**20):
+            raise WeLoreError(f"run registry {path}: no space left on its device (SQLite: {text!r}, "
+                              f"{free / 2**20:,.1f} MiB free); free some space, or set WELORE_CACHE to a folder on "
+                              "another disk") from None
+        raise WeLoreError(f"run registry {path}: {text}; if the file is damaged, move it aside and run again "
+                          "(a new registry starts empty)") from None
 
 
 def plan_hash(ranks: dict[str, int] | None, mode: str = "dense", act_svd: bool = False,
@@ -69,8 +103,8 @@ class Registry:
     def default(cls) -> "Registry":
         return cls(cache_dir() / "registry.sqlite")
 
-    def _connect(self) -> sqlite3.Connection:
-        return connect(self.path, SCHEMA)
+    def _connect(self) -> ContextManager[sqlite3.Connection]:
+        return opened(self.path, SCHEMA)
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The stored result of an identical run, or None."""
@@ -85,7 +119,7 @@ class Registry:
             raise WeLoreError(f"{self.path}: not recording a run whose {', '.join(bad)} is not finite")
         values = {c: fields.get(c) for c in COLUMNS}
         values["version"] = values["version"] or VERSION
-        with disk_writes(self.path), self._connect() as conn:
+        with self._connect() as conn:
             conn.execute(f"INSERT OR IGNORE INTO runs (key, created, {', '.join(COLUMNS)}, result) "
                          f"VALUES (?, ?, {', '.join('?' for _ in COLUMNS)}, ?)",
                          (key, time.strftime("%Y-%m-%dT%H:%M:%S"), *values.values(), json.dumps(result, default=str)))

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from ..dynamics import (DynamicsRun, EmergenceConfig, claim_check, emergence_over_time, emergence_summary,
                         gradient_cosines, spectra_over_time)
 from . import palette
+from .html import write_reports
 
 METRICS = {
     "w_rank_k_frac_end": "weight rank kept at k / full rank (end)",
@@ -137,13 +138,12 @@ def loss_figure(losses: pd.DataFrame, steps: np.ndarray, probe_loss: np.ndarray)
 
 
 def export_figures(run: DynamicsRun, out: str | Path, layers: list[str] | None = None,
-                   config: EmergenceConfig | None = None, include_plotlyjs: str | bool = "cdn") -> list[Path]:
-    """Write the run's figures as HTML into `out`: loss, emergence heatmaps and scatter, curves, and for
-    each of `layers` (default: q_proj of the first and last block, a middle block's down_proj and
-    up_proj — the paper's Figure 2 picks) the cosine matrix and both spectra over time."""
+                   config: EmergenceConfig | None = None) -> list[Path]:
+    """Write the run's figures as HTML into `out`, with plotly.js beside them (they open offline): loss,
+    emergence heatmaps and scatter, curves, and for each of `layers` (default: q_proj of the first and last
+    block, a middle block's down_proj and up_proj — the paper's Figure 2 picks) the cosine matrix and both
+    spectra over time."""
     config = config or EmergenceConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cosines = gradient_cosines(run, config.source)
     over_time = emergence_over_time(run, config, cosines)
     summary = emergence_summary(run, config, cosines)
@@ -163,12 +163,7 @@ def export_figures(run: DynamicsRun, out: str | Path, layers: list[str] | None =
         for which in ("grad", "weight"):
             figures[f"{which}_spectra_{short}"] = spectra_time_figure(spectra_over_time(run, name, which), run.steps,
                                                                       name, which)
-    paths = []
-    for stem, fig in figures.items():
-        path = out / f"{stem}.html"
-        fig.write_html(path, include_plotlyjs=include_plotlyjs)
-        paths.append(path)
-    return paths
+    return write_reports(out, figures)
 
 
 def default_layers(run: DynamicsRun) -> list[str]:

@@ -74,6 +74,15 @@ class FinetuneConfig:
             raise WeLoreError(f"seqlen must be at least 2, got {self.seqlen}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise WeLoreError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("lora_alpha", "galore_scale"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise WeLoreError(f"{name} must be a positive number, got {value!r}")
+        if not all(math.isfinite(v) for v in (self.weight_decay, self.max_grad_norm, self.lora_dropout,
+                                               self.min_lr_ratio, self.heldout)):
+            raise WeLoreError("weight_decay, max_grad_norm, lora_dropout, min_lr_ratio and heldout must be finite "
+                              f"numbers, got {self.weight_decay}, {self.max_grad_norm}, {self.lora_dropout}, "
+                              f"{self.min_lr_ratio}, {self.heldout}")
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.lora_dropout < 0 or self.lora_dropout >= 1:
             raise WeLoreError(f"weight_decay, max_grad_norm >= 0 and lora_dropout in [0, 1), got {self.weight_decay}, "
                               f"{self.max_grad_norm}, {self.lora_dropout}")
@@ -101,7 +110,10 @@ class FinetuneConfig:
             raise WeLoreError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise WeLoreError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        weights = self.placement()[1]
+        device, weights = self.placement()
+        if self.precision() == "fp16" and device.type == "cpu":
+            raise WeLoreError("mixed_precision fp16 needs a GPU: accelerate runs no float16 autocast on the CPU, so "
+                              "the run would silently train in float32; use bf16 or no on the CPU")
         if weights != torch.float32 and self.mixed_precision == "no":
             raise WeLoreError(f"{dtype_name(weights)} weights train with float32 masters under autocast: use "
                               "mixed_precision auto (or bf16/fp16), or float32 weights")

@@ -28,6 +28,7 @@ from ..compression import CompressionReport, is_compressed_folder, save_compress
 from ..errors import WeLoreError
 from ..models import ModelSource, unique_parameters
 from ..utils import atomic_folder, atomic_write_text
+from ..utils import check_output as check_path
 
 RECORD = "welore-finetune.json"  # beside the weights of a fine-tuned output folder: the run's result
 LORA_BASE = ".welore-lora-base"  # the frozen base a resumed lora run starts from (a name no user folder has)
@@ -65,12 +66,12 @@ def _stored_copy(model: nn.Module, layout: Layout) -> None:
             p.data = p.data.to(layout.dtypes.get(name, layout.default_dtype))
 
 
-def check_output(output: Path, source: ModelSource) -> None:
-    """Refuse an output that is the input, or an existing folder this project did not write."""
-    if output.exists() and output.resolve() == source.path.resolve():
-        raise WeLoreError(f"output {output} is the input model's folder; choose a new path")
+def check_output(output: Path, source: ModelSource, what: str = "output") -> None:
+    """Refuse an output that is the input or inside it, an existing folder this project did not write, or a
+    place nothing can be created in."""
+    check_path(output, folder=True, protected=source.protected(), what=what)
     if output.exists() and not (output.is_dir() and (is_compressed_folder(output) or (output / RECORD).is_file())):
-        raise WeLoreError(f"output {output} exists and is not a model folder written by welore; choose a new path")
+        raise WeLoreError(f"{what} {output} exists and is not a model folder written by welore; choose a new path")
 
 
 def save_model(model: nn.Module, folder: Path, layout: Layout, stored: bool = False, replace: bool = False) -> Path:

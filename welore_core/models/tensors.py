@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from ..errors import WeLoreError
+from ..utils import regular_file
 
 TensorIndex = dict[str, tuple[Path, tuple[int, ...], str]]  # name -> (file, shape, safetensors dtype)
 TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -31,22 +32,51 @@ def read_header(path: Path) -> dict[str, Any]:
 
 
 def _header(path: Path) -> tuple[dict[str, Any], int]:
-    """The header, and the byte offset where the tensor data starts (offsets in the header count from there)."""
+    """The header, and the byte offset where the tensor data starts (offsets in the header count from there).
+    Every entry is checked against the file here, the one place all readers pass: a known dtype, a shape whose
+    bytes its offsets span, and data that lies inside the file (a 193-byte file claiming a 40 GB tensor is
+    refused, not allocated)."""
     try:
+        size = regular_file(path, "safetensors").st_size
         with open(path, "rb") as fh:
             head = fh.read(8)
             if len(head) != 8:
                 raise ValueError("file shorter than its 8-byte header length")
             (length,) = struct.unpack("<Q", head)
-            if length > 100_000_000:
-                raise ValueError(f"header length {length} is implausible")
+            if length > min(100_000_000, size - 8):
+                raise ValueError(f"header length {length} is implausible for a file of {size} bytes")
             header = json.loads(fh.read(length))
-    except (OSError, ValueError) as err:
-        raise WeLoreError(f"{path}: not a readable safetensors file ({err})") from None
+    except (OSError, ValueError, WeLoreError) as err:
+        raise WeLoreError(f"{path}: not a readable safetensors file ({str(err).removeprefix(f'{path}: ')})") from None
     if not isinstance(header, dict):
         raise WeLoreError(f"{path}: not a readable safetensors file (header is not an object)")
     header.pop("__metadata__", None)
+    room = size - 8 - length
+    for name, info in header.items():
+        problem = _entry_problem(info, room)
+        if problem:
+            raise WeLoreError(f"{path}: not a readable safetensors file (tensor {name}: {problem})")
     return header, 8 + length
+
+
+def _entry_problem(info: Any, room: int) -> str:
+    """What is wrong with one header entry of a file holding `room` bytes of tensor data ("" when nothing)."""
+    try:
+        shape = [int(d) for d in info["shape"]]
+        begin, end = (int(o) for o in info["data_offsets"])
+        dtype = STORED_DTYPES.get(info["dtype"])  # another dtype (U32, F4, ...): only its span is checked
+    except (KeyError, TypeError, ValueError) as err:
+        return f"malformed entry ({type(err).__name__}: {err})"
+    if any(d < 0 for d in shape):
+        return f"negative dimension in shape {shape}"
+    if not 0 <= begin <= end:
+        return f"offsets [{begin}, {end}] are not a range"
+    need = end - begin if dtype is None else dtype.itemsize * math.prod(shape)
+    if end - begin != need:
+        return f"offsets [{begin}, {end}] do not span the {need:,} bytes of {info['dtype']} {shape}"
+    if end > room:
+        return f"claims bytes up to {end:,} but the file holds {room:,} bytes of tensor data"
+    return ""
 
 
 def tensor_index(files: Iterable[Path]) -> TensorIndex:
