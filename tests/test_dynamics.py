@@ -259,6 +259,8 @@ def test_figures_label_axes_and_name_the_layer_on_hover(run_dir: Path) -> None:
     assert gradient_vectors(run, name, "sketch")[0].shape == (4, 1024)
     paths = export_figures(run, run_dir.parent / "figures", layers=[name])
     assert len(paths) == 9 and all(p.stat().st_size > 1000 for p in paths)
+    assert all('<script charset="utf-8" src="plotly.min.js"></script>' in p.read_text() for p in paths)  # offline
+    assert (run_dir.parent / "figures" / "plotly.min.js").stat().st_size > 1_000_000
 
 
 def test_page_renders_a_stored_run(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

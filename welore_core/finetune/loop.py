@@ -116,10 +116,11 @@ class Session:
             self.optimizer.zero_grad(set_to_none=True)
             what = f"loss became {mean_loss}" if not math.isfinite(mean_loss) else f"gradient norm became {norm}"
             latest = latest_checkpoint(self.root)
-            kept = f"the last good checkpoint is {latest[0]}" if latest else "no checkpoint was written yet"
+            then = (f"the last good checkpoint is {latest[0]}; a lower learning rate (now {config.lr:g}) is another "
+                    f"run: write it to another output, or delete {self.root}" if latest else
+                    f"no checkpoint was written yet, so nothing is kept; try a lower learning rate (now {config.lr:g})")
             raise WeLoreError(f"{config.mode}: the training {what} at step {step + 1}, so training stopped before "
-                              f"that update ({kept}); a lower learning rate (now {config.lr:g}) is another run: "
-                              f"write it to another output, or delete {self.root}")
+                              f"that update ({then})")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
