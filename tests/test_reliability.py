@@ -478,3 +478,12 @@ def test_check_output_accepts_what_it_should(tmp_path: Path) -> None:
     check_output(tmp_path / "old.json", folder=False, protected=(model,))  # a file to replace
     check_output(tmp_path / "model-compressed", folder=True, protected=(model,))  # a sibling with a shared prefix
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "old.json"]
+
+
+def test_beside_a_bare_checkpoint_is_allowed_but_not_over_it(lm_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bare .safetensors file may sit in any folder of the user's: only the file (and its config) is guarded."""
+    weights = lm_dir / "model.safetensors"
+    code, _, _ = run(capsys, "compress", str(weights), "--err", "60", "-o", str(lm_dir / "compressed"))
+    assert code == 0 and (lm_dir / "compressed" / "welore-manifest.json").is_file()
+    code, _, err = run(capsys, "plan", str(weights), "--err", "30", "-o", str(lm_dir / "config.json"))
+    assert code == 2 and "is the source model" in one_line(err)

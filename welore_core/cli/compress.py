@@ -54,7 +54,8 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
             batches, _ = calibration_batches(model, load_tokenizer(source), calib)
             grams = collect_grams(model, batches, list(target_ranks(target)), tqdm_progress("calibration"))
         report = compress_to(model, target, config, grams if config.act_svd else None, tqdm_progress("compress"))
-        save_compressed(model, Path(args.output), report, source.path, source.label, stored=stored)
+        save_compressed(model, Path(args.output), report, source.path, source.label, stored=stored,
+                        protected=source.protected())
     result = _summary(args, source.label, Path(args.output), report, stored[1])
     if recover is not None:
         tuned = run_finetune(args.output, recover, Path(f"{args.output}-{recover.mode}"),

@@ -59,15 +59,17 @@ def is_compressed_folder(path: Path) -> bool:
 
 
 def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, source_folder: Path | None = None,
-                    base_model: str = "", stored: tuple[dict[str, torch.dtype], torch.dtype] | None = None) -> Path:
+                    base_model: str = "", stored: tuple[dict[str, torch.dtype], torch.dtype] | None = None,
+                    protected: tuple[Path, ...] | None = None) -> Path:
     """Write a compressed model folder atomically (a temp folder renamed into place): the weights, config,
     tokenizer files of `source_folder`, the rank map `report` applied, and the manifest.
 
     The target must not exist, or be a compressed folder (replaced); anything else is refused so that
-    `-o` can never wipe a user's folder or the source model.
+    `-o` can never wipe a user's folder. Nor may it be at or inside `protected` (`ModelSource.protected()`;
+    default: `source_folder`).
     """
     folder = Path(folder)
-    check_output(folder, source_folder)
+    check_output(folder, protected if protected is not None else source_folder)
     tensors = _unique_tensors(model)
     if stored is not None:  # each tensor in the dtype the input stored it in (a factor: its layer's), bf16 in bf16 out
         tensors = {k: v.to(_stored_dtype(k, *stored)) if v.is_floating_point() else v for k, v in tensors.items()}

@@ -46,7 +46,7 @@ def compress_streamed(source: ModelSource, target: Target, config: CompressionCo
         raise WeLoreError("ActSVD needs the model's activations: compress it in memory (compress_to)")
     start = time.perf_counter()
     output = Path(output)
-    check_output(output, source.path)
+    check_output(output, source.protected())
     index = tensor_index(source.weight_files)
     layers, _ = source_layers(source, index)
     meta = meta_model(source)

@@ -134,7 +134,8 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Targ
         model = copy.deepcopy(loaded.model)
         report = compress_to(model, target, compression, grams, progress)
         if save_to is not None:
-            save_compressed(model, save_to, report, loaded.source.path, loaded.source.label)
+            save_compressed(model, save_to, report, loaded.source.path, loaded.source.label,
+                            protected=loaded.source.protected())
     cached = result is not None
     if result is None:
         result = perplexity(model, ids, eval_config, progress, dataset=eval_config.data).to_dict()

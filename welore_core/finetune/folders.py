@@ -83,7 +83,8 @@ def save_model(model: nn.Module, folder: Path, layout: Layout, stored: bool = Fa
     if layout.report is not None:
         if replace and folder.exists() and not is_compressed_folder(folder):
             shutil.rmtree(folder)
-        return save_compressed(model, folder, layout.report, layout.source.path, layout.source.label)
+        return save_compressed(model, folder, layout.report, layout.source.path, layout.source.label,
+                               protected=layout.source.protected())
     if not replace:
         check_output(folder, layout.source)
     needed = sum(p.numel() * p.element_size() for p in unique_parameters(model)) + 2**20
