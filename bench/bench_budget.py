@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import welore_core as wc
-from welore_core.compression import DATA_AWARE, calibrated_fisher, calibrated_spectra
+from welore_core.compression.plan import DATA_AWARE
+from welore_core.compression.spectra import calibrated_fisher, calibrated_spectra
 from welore_core.evaluation import evaluate_point, load_for_eval, token_ids
 
 ROOT = Path(__file__).resolve().parent.parent

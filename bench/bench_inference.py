@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import welore_core as wc
-from welore_core.compression import compress_to, save_compressed
+from welore_core.compression.apply import compress_to, save_compressed
 from welore_core.models import count_parameters
 
 PROBE = """

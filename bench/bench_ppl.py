@@ -11,15 +11,16 @@ import argparse
 from pathlib import Path
 
 import welore_core as wc
-from welore_core.compression import Calibration, CompressionConfig
-from welore_core.evaluation import EvalConfig, sweep
+from welore_core.compression.spectra import Calibration
+from welore_core.compression.apply import CompressionConfig
+from welore_core.evaluation import EvalConfig, perplexity_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(errs: list[float], tokens: int, seqlen: int, act_svd: bool) -> None:
     calib = Calibration(str(wc.data_dir() / "tinyshakespeare" / "input.txt")) if act_svd else None
-    df = sweep(None, errs, ["uniform", "welore"], EvalConfig(seqlen=seqlen, tokens=tokens),
+    df = perplexity_sweep(None, errs, ["uniform", "welore"], EvalConfig(seqlen=seqlen, tokens=tokens),
                CompressionConfig(mode="all", act_svd=act_svd), calib=calib)
     dense = float(df.loc[df.strategy == "dense", "ppl"].iloc[0])
     table = df[df.strategy != "dense"].pivot(index="target_err", columns="strategy", values="ppl")

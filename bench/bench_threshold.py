@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 import welore_core as wc
+from welore_core.compression.plan import normalize, paper_threshold, solve_threshold
 
 KINDS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
@@ -45,14 +46,14 @@ def timed(fn, repeats: int = 5) -> tuple[float, object]:  # type: ignore[no-unty
 def main() -> None:
     spectra = llama7b_like()
     n = sum(v.size for v in spectra.values.values())
-    per_layer = [np.sort(wc.normalize(spectra.values[l.name])) for l in spectra.layers]
+    per_layer = [np.sort(normalize(spectra.values[l.name])) for l in spectra.layers]
     print(f"{len(spectra.layers)} layers, {n:,} pooled singular values")
     scores = wc.prepare_scores(spectra)
     print(f"{'ERR %':>5s} {'paper search':>12s} {'exact solve':>11s} {'ratio':>7s} {'prepare+plan':>12s} {'ratio':>6s} "
           f"{'plan/slider move':>16s} {'ratio':>6s} {'paper ERR %':>11s} {'exact ERR %':>11s}")
     for err in (10.0, 30.0, 50.0, 70.0, 90.0):
-        t_paper, k_paper = timed(lambda: wc.paper_threshold(per_layer, err / 100), repeats=2)
-        t_solve, _ = timed(lambda: wc.solve_threshold(scores.pooled, err / 100), repeats=50)
+        t_paper, k_paper = timed(lambda: paper_threshold(per_layer, err / 100), repeats=2)
+        t_solve, _ = timed(lambda: solve_threshold(scores.pooled, err / 100), repeats=50)
         t_cold, plan = timed(lambda: wc.make_plan(spectra, wc.PlanConfig(err=err)), repeats=3)
         t_warm, _ = timed(lambda: wc.make_plan(spectra, wc.PlanConfig(err=err), scores), repeats=20)
         paper_err = wc.make_plan(spectra, wc.PlanConfig(err=None, k=float(k_paper))).achieved_err  # type: ignore[arg-type]

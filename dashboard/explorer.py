@@ -1,7 +1,7 @@
 """The rank-plan explorer: ERR and k sliders, the plan's totals and the LRC partition heatmap, moved in the browser.
 
 The plans at every point of the ERR grid (0-99 % in steps of 0.5) and the k grid (0-1 in steps of 0.005) come
-from the core in one pass (`welore_core.plan_sweep`) and reach the browser once per strategy, as one JSON string.
+from the core in one pass (`welore_core.plan_grid`) and reach the browser once per strategy, as one JSON string.
 A slider move then redraws the totals and the heatmap from that table, with no round trip; when the slider
 rests, its value goes back to the server (one fragment rerun), so the tabs below and the parameters slider
 follow; from then on the grid stays in the browser and a rerun sends only the current plan. The server's own
@@ -48,7 +48,7 @@ def metric_cells(totals: wc.PlanTotals, k: float | None) -> list[list[Any]]:
     ]
 
 
-def _axis(sweep: wc.PlanSweep, label: str, step: float) -> dict[str, Any]:
+def _axis(sweep: wc.PlanGrid, label: str, step: float) -> dict[str, Any]:
     return {"label": label, "min": sweep.targets[0], "max": sweep.targets[-1], "step": step,
             "targets": list(sweep.targets), "ranks": sweep.ranks.tolist(),
             "k": list(sweep.k),
@@ -56,7 +56,7 @@ def _axis(sweep: wc.PlanSweep, label: str, step: float) -> dict[str, Any]:
             "metrics": [metric_cells(t, k) for t, k in zip(sweep.totals, sweep.k)]}
 
 
-def grid_payload(spectra: wc.Spectra, sweeps: dict[str, wc.PlanSweep], strategy: str, min_ratio: float) -> str:
+def grid_payload(spectra: wc.Spectra, sweeps: dict[str, wc.PlanGrid], strategy: str, min_ratio: float) -> str:
     """Everything the browser needs to move the sliders on its own, as one JSON string: the layers' places in the
     heatmap and full ranks, and per grid point (`sweeps` by axis) the ranks, k, achieved ERR and formatted totals."""
     kinds = list(dict.fromkeys(l.kind for l in spectra.layers))

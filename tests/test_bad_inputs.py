@@ -15,7 +15,7 @@ import torch
 
 import welore_core as wc
 from conftest import char_tokenizer, one_line, run, tiny_llama
-from welore_core.compression import rankmap as rankmap_mod
+from welore_core.compression.plan import rankmap as rankmap_mod
 from welore_core.utils import atomic_folder, atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def test_compress_into_a_full_disk_is_one_line_naming_the_folder(lm_dir: Path, t
         raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
                               "\"No space left on device\" })")
 
-    monkeypatch.setattr(sys.modules["welore_core.compression.folder"], "save_file", full)  # in memory
+    monkeypatch.setattr(sys.modules["welore_core.compression.apply.folder"], "save_file", full)  # in memory
 
     def full_write(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -256,4 +256,4 @@ def test_a_bogus_sweep_strategy_fails_before_any_model_is_loaded(monkeypatch: py
 
     monkeypatch.setattr(sys.modules["welore_core.evaluation.sweep"], "load_for_eval", no_load)
     with pytest.raises(wc.WeLoreError, match="strategy must be one of .* got 'bogus'"):
-        wc.sweep(None, [10.0], ["welore", "bogus"], wc.EvalConfig(data=str(corpus_file)))
+        wc.perplexity_sweep(None, [10.0], ["welore", "bogus"], wc.EvalConfig(data=str(corpus_file)))

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import welore_core as wc
+from welore_core.compression.spectra import collect_grams
 from conftest import tiny_llama
-from welore_core.compression.budget import kept_params, removed_pct, uniform_param_ranks
-from welore_core.compression.greedy import greedy_ranks, sensitivity_weights, truncation_loss
-from welore_core.compression.whitened import whitened_spectra, whitened_values
+from welore_core.compression.plan import kept_params, removed_pct, uniform_param_ranks
+from welore_core.compression.plan import greedy_ranks, sensitivity_weights, truncation_loss
+from welore_core.compression.spectra import whitened_spectra, whitened_values
 
 SHAPES = [(48, 32), (32, 32), (64, 24), (24, 64)]
 
@@ -45,7 +46,7 @@ def test_a_parameter_budget_is_the_closest_any_threshold_achieves(strategy: str,
 
 
 def _ranks(scores: wc.Scores, k: float, strategy: str) -> np.ndarray:
-    from welore_core.compression.budget import ranks_at
+    from welore_core.compression.plan import ranks_at
 
     return ranks_at(scores.ascending, k, strategy)
 
@@ -138,7 +139,7 @@ def test_whitened_spectra_plan_with_the_welore_rule_and_measure_output_error() -
     model = tiny_llama()
     batches = [torch.randint(0, 64, (1, 24), generator=torch.Generator().manual_seed(i)) for i in range(4)]
     names = [l.name for l in wc.discover_layers(model)]
-    spectra = whitened_spectra(model, wc.collect_grams(model, batches, names), calib_digest="x")
+    spectra = whitened_spectra(model, collect_grams(model, batches, names), calib_digest="x")
     assert spectra.basis == "whitened" and len(spectra.layers) == 21
     plan = wc.make_plan(spectra, wc.PlanConfig(strategy="whitened", params=10.0))
     assert plan.totals.params_removed_pct == pytest.approx(10.0, abs=3.0)
@@ -222,7 +223,7 @@ def test_a_zero_parameter_budget_leaves_uniform_layers_whole() -> None:
 
 
 def test_whitened_plans_are_recorded_as_plans_of_the_weights(lm_dir, corpus_file) -> None:  # type: ignore[no-untyped-def]
-    from welore_core.compression import calibrated_spectra
+    from welore_core.compression.spectra import calibrated_spectra
 
     weight = wc.compute_spectra(lm_dir, wc.SpectraConfig(include="mlp"))
     model = wc.load_model(wc.resolve_model(lm_dir))

@@ -13,8 +13,8 @@ import torch
 
 from conftest import tiny_llama
 from welore_core import compute_spectra
-from welore_core.compression import spectra as spectra_mod
-from welore_core.compression.spectra_cache import SpectraCache
+from welore_core.compression.spectra import compute as spectra_mod
+from welore_core.compression.spectra.cache import SpectraCache
 from welore_core.utils import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent

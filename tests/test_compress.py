@@ -7,9 +7,12 @@ import pytest
 import torch
 
 import welore_core as wc
+from welore_core.compression.plan import plan_from_ranks
 from conftest import tiny_gpt2, tiny_llama
-from welore_core.compression import (CompressionConfig, LowRankLinear, collect_grams, compress_to, factor_layer,
-                                     load_compressed, save_compressed, svd_factors, truncate_weight, whitened_factors)
+from welore_core.compression.apply import (CompressionConfig, compress_to, factor_layer, save_compressed, svd_factors,
+                                           truncate_weight, whitened_factors)
+from welore_core.models import LowRankLinear, load_compressed
+from welore_core.compression.spectra import collect_grams
 from welore_core.models import MANIFEST
 
 
@@ -231,11 +234,11 @@ def test_tied_head_is_refused_and_factored_layers_are_refactored_not_truncated()
     llama = tiny_llama()
     compress_to(llama, _plan(llama, 60))
     factored = next(l for l in wc.discover_layers(llama) if isinstance(llama.get_submodule(l.name), LowRankLinear))
-    from welore_core.compression import truncate_layer
+    from welore_core.compression.apply import truncate_layer
 
     with pytest.raises(wc.WeLoreError, match="already factored"):
         truncate_layer(llama, factored.name, 1)
-    again = wc.rankmap_dict(wc.plan_from_ranks(wc.compute_spectra(llama, wc.SpectraConfig(use_cache=False)),
+    again = wc.rankmap_dict(plan_from_ranks(wc.compute_spectra(llama, wc.SpectraConfig(use_cache=False)),
                                                {factored.name: 1}, wc.PlanConfig(min_ratio=0.0)))
     report = compress_to(llama, again, CompressionConfig(mode="all"))
     assert report.factored == {factored.name: 1} and llama.get_submodule(factored.name).rank == 1
@@ -350,7 +353,7 @@ assert not errors and sorted(built) == ["LlamaForCausalLM"] * 4 + ["tokenizer"] 
 @pytest.mark.parametrize("mode", ["lrc", "all"])
 def test_streamed_compression_equals_the_in_memory_path(make, kwargs, mode: str, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from welore_core.compression import compress_streamed, streamable
+    from welore_core.compression.apply import compress_streamed, streamable
 
     model = make(**kwargs)
     model.save_pretrained(tmp_path / "src", max_shard_size="20KB")  # several shards and an index
@@ -379,7 +382,7 @@ def test_streamed_compression_equals_the_in_memory_path(make, kwargs, mode: str,
 def test_a_checkpoint_with_other_tensor_names_is_not_streamed(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from welore_core.compression import streamable
+    from welore_core.compression.apply import streamable
 
     model = tiny_llama()
     model.config.save_pretrained(tmp_path / "base")
@@ -403,7 +406,7 @@ def test_layers_fed_the_same_input_share_one_gram_matrix() -> None:
 
 
 def test_streamed_bf16_truncation_equals_the_in_memory_path(tmp_path: Path) -> None:
-    from welore_core.compression import compress_streamed
+    from welore_core.compression.apply import compress_streamed
 
     model = tiny_llama().to(torch.bfloat16)
     model.save_pretrained(tmp_path / "src")

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import welore_core as wc
+from welore_core.compression.plan import normalize
 from dashboard import explorer
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -322,7 +323,7 @@ def test_wide_spectra_heatmap_keeps_sorted_samples_and_names_layers(llama_dir: P
     fig = spectra_heatmap_figure(spectra, "mlp.down_proj", max_columns=8)
     x = list(fig.data[0].x)
     assert len(x) == 8 and x[0] == 0 and x[-1] == 31
-    row = wc.normalize(spectra.values["model.layers.1.mlp.down_proj"], "minmax")
+    row = normalize(spectra.values["model.layers.1.mlp.down_proj"], "minmax")
     assert list(fig.data[0].z[1]) == pytest.approx(row[x])
     assert fig.data[0].hovertemplate.startswith("model.layers.%{y}.mlp.down_proj")
     import pandas as pd

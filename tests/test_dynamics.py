@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import welore_core as wc
+from welore_core.compression.plan import normalize
 from welore_core.dynamics import DynamicsConfig, build_model, run_dynamics
 from welore_core.dynamics import (
     EmergenceConfig,
@@ -218,7 +219,7 @@ def test_emergence_summary_and_claim_check(run_dir: Path) -> None:
     assert list(summary.columns[:4]) == ["name", "block", "kind", "shape"] and len(summary) == 28
     row = summary.iloc[0]
     w0 = spectra_over_time(run, row["name"], "weight")[0]
-    assert row["w_rank_k_frac_start"] == int(np.sum(wc.normalize(w0) >= 0.2)) / 64
+    assert row["w_rank_k_frac_start"] == int(np.sum(normalize(w0) >= 0.2)) / 64
     cos = gradient_cosine(run, row["name"])[0]
     assert row["g_saturation"] == pytest.approx(np.mean([cos[2, 1], cos[3, 2]]))  # tail = checkpoints 4 and 6
     assert ((summary["w_rank_k_frac_end"] > 0) & (summary["w_rank_k_frac_end"] <= 1)).all()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from welore_core import PlanConfig, compute_spectra, make_plan, resolve_model
-from welore_core.compression import plan_by_type
+from welore_core.compression.plan import plan_by_type
 
 pytestmark = pytest.mark.slow
 

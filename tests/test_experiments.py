@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import welore_core as wc
-from welore_core.compression import Calibration, CompressionConfig, compress_to, save_compressed
+from welore_core.compression.spectra import Calibration
+from welore_core.compression.apply import CompressionConfig, compress_to, save_compressed
 from welore_core.evaluation import (EvalConfig, Registry, evaluate_model, load_for_eval, plan_hash, sensitivity_scan,
-                                    sweep, token_ids)
+                                    perplexity_sweep, token_ids)
 from welore_core.evaluation import runs as experiments
 
 
@@ -40,7 +41,7 @@ def test_plan_hash_separates_ranks_modes_and_methods() -> None:
 
 def test_sweep_compresses_and_evaluates_each_point_once(lm_dir: Path, corpus_file: Path) -> None:
     config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=1024)
-    df = sweep(lm_dir, [30.0, 60.0], ["welore", "uniform"], config)
+    df = perplexity_sweep(lm_dir, [30.0, 60.0], ["welore", "uniform"], config)
     assert list(df["strategy"]) == ["dense", "welore", "welore", "uniform", "uniform"]
     assert not df["cached"].any()
     dense = df.iloc[0]
@@ -49,7 +50,7 @@ def test_sweep_compresses_and_evaluates_each_point_once(lm_dir: Path, corpus_fil
         part = df[df.strategy == strategy]
         assert part["params"].iloc[1] <= part["params"].iloc[0] <= dense["params"]
         assert (part["achieved_err"] - part["target_err"]).abs().max() < 3.0
-    assert sweep(lm_dir, [30.0, 60.0], ["welore", "uniform"], config)["cached"].all()
+    assert perplexity_sweep(lm_dir, [30.0, 60.0], ["welore", "uniform"], config)["cached"].all()
 
 
 def test_sensitivity_scan_restores_every_weight(lm_dir: Path, corpus_file: Path) -> None:
@@ -88,11 +89,11 @@ def test_act_svd_runs_are_keyed_by_their_calibration(lm_dir: Path, corpus_file: 
     other.write_text(corpus_file.read_text()[::-1])
     config = EvalConfig(data=str(corpus_file), seqlen=64, tokens=512)
     act = CompressionConfig(act_svd=True)
-    first = sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(corpus_file), 4, 32))
+    first = perplexity_sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(corpus_file), 4, 32))
     assert not first["cached"].iloc[1]
-    assert sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(corpus_file), 4, 32))["cached"].all()
-    assert not sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(other), 4, 32))["cached"].iloc[1]
-    assert not sweep(lm_dir, [60.0], ["welore"], config, CompressionConfig(act_svd=True, damp=1.0),
+    assert perplexity_sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(corpus_file), 4, 32))["cached"].all()
+    assert not perplexity_sweep(lm_dir, [60.0], ["welore"], config, act, calib=Calibration(str(other), 4, 32))["cached"].iloc[1]
+    assert not perplexity_sweep(lm_dir, [60.0], ["welore"], config, CompressionConfig(act_svd=True, damp=1.0),
                      calib=Calibration(str(corpus_file), 4, 32))["cached"].iloc[1]
 
 

@@ -10,7 +10,8 @@ from safetensors import safe_open
 
 import welore_core as wc
 from conftest import char_tokenizer, tiny_llama
-from welore_core.compression import LowRankLinear, compress_to, save_compressed
+from welore_core.models import LowRankLinear
+from welore_core.compression.apply import compress_to, save_compressed
 from welore_core.evaluation import JobCancelled
 from welore_core.finetune import MODES, FinetuneConfig, build_optimizer, prepare_model, run_finetune, state_bytes
 from welore_core.finetune.modes import block_matrices

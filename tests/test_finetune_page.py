@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 import welore_core as wc
 from conftest import char_tokenizer, tiny_llama
-from welore_core.compression import save_compressed
-from welore_core.compression import compress_to
+from welore_core.compression.apply import save_compressed
+from welore_core.compression.apply import compress_to
 from welore_core.figures import loss_curves_figure
 from welore_core.finetune import finetune_runs, with_ratios
 from welore_core.evaluation import wait

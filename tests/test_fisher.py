@@ -12,9 +12,9 @@ import torch
 
 import welore_core as wc
 from conftest import tiny_llama
-from welore_core.compression import fisher_spectra, output_fisher
-from welore_core.compression.budget import kept_params
-from welore_core.compression.greedy import greedy_ranks, truncation_loss
+from welore_core.compression.spectra import fisher_spectra, output_fisher
+from welore_core.compression.plan import kept_params
+from welore_core.compression.plan import greedy_ranks, truncation_loss
 
 
 def _reference_fisher(model: torch.nn.Module, batches: list[torch.Tensor], names: list[str]) -> dict[str, float]:

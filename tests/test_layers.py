@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import tiny_gpt2, tiny_llama, tiny_neox
-from welore_core import WeLoreError, discover_from_names, discover_layers, find_blocks, select_layers
+from welore_core import WeLoreError, discover_layers
+from welore_core.models import discover_from_names, find_blocks, select_layers
 
 LLAMA_KINDS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]

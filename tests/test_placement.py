@@ -14,7 +14,7 @@ from safetensors import safe_open
 import welore_core as wc
 from conftest import char_tokenizer, tiny_llama
 from welore_core.cli import main
-from welore_core.compression.svd import stream_values, values_of
+from welore_core.compression.spectra import stream_values, values_of
 from welore_core.models import check_fits, weights_dtype
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -159,7 +159,7 @@ def test_gradient_checkpointing_and_optimizer_kinds_change_no_result(tmp_path: P
 
 
 def test_prefetch_keeps_order_and_raises_a_reading_error_in_place() -> None:
-    from welore_core.compression.svd import prefetch
+    from welore_core.compression.spectra.svd import prefetch
 
     assert list(prefetch(iter(range(20)), 3)) == list(range(20))
 
@@ -177,7 +177,7 @@ def test_prefetch_keeps_order_and_raises_a_reading_error_in_place() -> None:
 
 
 def test_the_gpus_batched_gram_path_groups_by_gram_size_and_matches_one_by_one() -> None:
-    from welore_core.compression.svd import _batched  # the GPU's path, run here on the CPU
+    from welore_core.compression.spectra.svd import _batched  # the GPU's path, run here on the CPU
 
     # (40, 24), (24, 40) and (64, 24) share 24 x 24 Gram matrices, so one batch; (32, 32) is its own
     items = [(f"m{i}", _power_law(*shape, 1.0, seed=i)[0]) for i, shape in

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from welore_core import LayerInfo, PlanConfig, Spectra, SpectraConfig, WeLoreError, compute_spectra, make_plan
-from welore_core.compression import err_for_k, plan_from_ranks, prepare_scores
+from welore_core.compression.plan import err_for_k, plan_from_ranks, prepare_scores
 
 
 def synthetic(seed: int, shapes: list[tuple[int, int]], total_extra: int = 1000) -> Spectra:

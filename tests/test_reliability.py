@@ -61,7 +61,7 @@ def test_every_writing_command_refuses_the_source_model(argv: list[str], lm_dir:
 # 2.-4. hangs and unbounded memory ------------------------------------------------------------------------------
 
 def test_a_rank_map_is_read_no_further_than_its_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from welore_core.compression import rankmap
+    from welore_core.compression.plan import rankmap
 
     path = tmp_path / "growing.json"
     path.write_bytes(b"{}")

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import tiny_gpt2
-from welore_core import SpectraConfig, WeLoreError, compute_spectra, effective_rank, singular_values, stable_rank
+from welore_core import SpectraConfig, WeLoreError, compute_spectra
+from welore_core.compression.spectra import effective_rank, singular_values, stable_rank
 
 
 def _numpy_svals(model: torch.nn.Module, name: str, transposed: bool = False) -> np.ndarray:

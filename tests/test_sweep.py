@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import welore_core as wc
+from welore_core.compression.plan import plan_from_ranks
 from test_budget import synthetic
-from welore_core.compression.greedy import greedy_err_ranks, truncation_loss
+from welore_core.compression.plan import greedy_err_ranks, truncation_loss
 
 
 def with_bias(spectra: wc.Spectra) -> wc.Spectra:
@@ -27,7 +28,7 @@ def test_every_point_of_a_sweep_is_the_plan_make_plan_makes(strategy: str, norma
                                                             min_ratio: float) -> None:
     spectra = with_bias(synthetic(3, blocks=4))
     config = wc.PlanConfig(strategy=strategy, normalization=normalization, min_ratio=min_ratio)
-    sweep = wc.plan_sweep(spectra, config, axis)
+    sweep = wc.plan_grid(spectra, config, axis)
     assert sweep.targets == (wc.ERR_GRID if axis == "err" else wc.K_GRID)
     assert sweep.ranks.shape == (len(sweep.targets), len(spectra.layers))
     for i, target in enumerate(sweep.targets):
@@ -36,8 +37,9 @@ def test_every_point_of_a_sweep_is_the_plan_make_plan_makes(strategy: str, norma
         assert sweep.ranks[i].tolist() == [l.rank for l in plan.layers]
         assert sweep.lrc[i].tolist() == [l.lrc for l in plan.layers]
         assert sweep.k[i] == plan.k
-        if i % 50 == 0:  # a row of the sweep as a RankPlan: the same plan, layer by layer
-            again = wc.sweep_plan(spectra, sweep, i, config)
+        if i % 50 == 0:  # a row of the grid as a RankPlan: the same plan, layer by layer
+            ranks = dict(zip((l.name for l in spectra.layers), sweep.ranks[i].tolist()))
+            again = plan_from_ranks(spectra, ranks, replace(config, **{"err": None, axis: target}), k=sweep.k[i])
             assert (again.layers, again.totals, again.k, again.config) == (plan.layers, plan.totals, plan.k, plan.config)
     err = np.array([t.achieved_err for t in sweep.totals])
     assert (np.diff(err) >= 0).all() if axis == "err" or strategy != "energy" else (np.diff(err) <= 0).all()
@@ -46,16 +48,16 @@ def test_every_point_of_a_sweep_is_the_plan_make_plan_makes(strategy: str, norma
 def test_a_sweep_refuses_what_make_plan_would() -> None:
     spectra = synthetic(0)
     with pytest.raises(wc.WeLoreError, match="Fisher-weighted spectra"):
-        wc.plan_sweep(spectra, wc.PlanConfig(strategy="fisher"), "err")
+        wc.plan_grid(spectra, wc.PlanConfig(strategy="fisher"), "err")
     with pytest.raises(wc.WeLoreError, match="no threshold k"):
-        wc.plan_sweep(spectra, wc.PlanConfig(strategy="greedy"), "k")
+        wc.plan_grid(spectra, wc.PlanConfig(strategy="greedy"), "k")
     with pytest.raises(wc.WeLoreError, match="axis"):
-        wc.plan_sweep(spectra, wc.PlanConfig(), "params")
+        wc.plan_grid(spectra, wc.PlanConfig(), "params")
     with pytest.raises(wc.WeLoreError, match="err is a percentage"):
-        wc.plan_sweep(spectra, wc.PlanConfig(), "err", targets=[10.0, 100.0])
+        wc.plan_grid(spectra, wc.PlanConfig(), "err", targets=[10.0, 100.0])
     with pytest.raises(wc.WeLoreError, match="at least one"):
-        wc.plan_sweep(spectra, wc.PlanConfig(), "err", targets=[])
-    assert wc.plan_sweep(spectra, wc.PlanConfig(), "err", targets=[12.5]).nearest(12.4) == 0
+        wc.plan_grid(spectra, wc.PlanConfig(), "err", targets=[])
+    assert wc.plan_grid(spectra, wc.PlanConfig(), "err", targets=[12.5]).nearest(12.4) == 0
 
 
 @pytest.mark.parametrize("seed", [0, 1])

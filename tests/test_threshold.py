@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from welore_core import WeLoreError, normalize, paper_threshold, solve_threshold
-from welore_core.compression import count_below, solve_threshold_below
+from welore_core import WeLoreError
+from welore_core.compression.plan import count_below, normalize, paper_threshold, solve_threshold, solve_threshold_below
 
 
 def brute_force(values: np.ndarray, err: float) -> float:

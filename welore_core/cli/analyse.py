@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..compression import (NORMALIZATIONS, PlanConfig, Spectra, SpectraConfig, compute_spectra,
-                           make_plan, missing_layers, plan_by_type, plan_from_rankmap, plan_grid, rankmap_dict,
-                           read_rankmap, save_rankmap, spectra_by_type)
-from ..compression.svd import METHODS as SVD_METHODS
+from ..compression.plan import (NORMALIZATIONS, PlanConfig, make_plan, missing_layers, plan_by_type,
+                                plan_from_rankmap, block_table, rankmap_dict, read_rankmap, save_rankmap,
+                                spectra_by_type)
+from ..compression.spectra import Spectra, SpectraConfig, compute_spectra
+from ..compression.spectra import METHODS as SVD_METHODS
 from ..errors import WeLoreError
-from ..compression import load_model
+from ..models import load_model
 from ..models import placement, resolve_model
 from .common import add_model, add_output, config_from, human, option, output_of, placement_options, tqdm_progress
 from .planning import (calibration, calibration_options, greedy_weights, has_target, needs_calibration,
@@ -93,8 +94,8 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
               f"{t.bytes_compressed['bfloat16'] / 2**20:.0f} MiB; mean relative error {t.mean_rel_error:.3f}\n")
         print(plan_by_type(plan).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print("\nreduction % per block (* = LRC)")
-        grid = plan_grid(plan, "reduction")
-        lrc = plan_grid(plan, "lrc")
+        grid = block_table(plan, "reduction")
+        lrc = block_table(plan, "lrc")
         cells = grid.map(lambda v: f"{100 * v:.0f}") + lrc.map(lambda v: "*" if v else " ")
         print(cells.to_string())
         if args.output:

@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 
-from ..compression import (CompressionConfig, CompressionReport, PlanConfig, SpectraConfig, calibration_batches,
-                           compute_spectra,
-                           collect_grams, compress_streamed, compress_to, load_model, plan_target, save_compressed,
-                           read_rankmap, streamable, target_ranks)
-from ..compression.folder import check_output
+from ..compression.apply import (CompressionConfig, CompressionReport, compress_streamed, compress_to,
+                                 save_compressed, streamable)
+from ..compression.plan import PlanConfig, plan_target, read_rankmap, target_ranks
+from ..compression.spectra import SpectraConfig, calibration_batches, compute_spectra, collect_grams
+from ..models import load_model
+from ..compression.apply import check_output
 from ..errors import WeLoreError
 from ..finetune import MODES, FinetuneConfig, run_finetune
 from ..models import discover_layers, dtype_name, load_tokenizer, resolve_model, stored_dtypes

@@ -7,9 +7,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..compression import CALIBRATED, CompressionConfig
+from ..compression.plan import CALIBRATED
+from ..compression.apply import CompressionConfig
 from ..errors import WeLoreError
-from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, sensitivity_of, sweep
+from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, sensitivity_of, perplexity_sweep
 from ..figures import sensitivity_figure, sweep_figure
 from ..figures.html import write_reports
 from .common import add_model, add_output, config_from, human, option, output_of, placement_options, tqdm_progress
@@ -65,7 +66,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     calibrated = [s for s in strategies if s in CALIBRATED]
     calib = calibration(args, needed=bool(calibrated) or ("greedy" in strategies and bool(args.calib)),
                         what=f"--strategies {calibrated[0]}" if calibrated else "")
-    df = sweep(args.model, errs, strategies, config_from(EvalConfig, args), config, tqdm_progress("sweep"),
+    df = perplexity_sweep(args.model, errs, strategies, config_from(EvalConfig, args), config, tqdm_progress("sweep"),
                calib=calib, params=params)
     write_reports(out, {"sweep": sweep_figure(df)},
                   {"sweep.csv": df.to_csv(index=False), "sweep.json": df.to_json(orient="records", indent=1)})

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..compression import NORMALIZATIONS, effective_rank, rank_at_k, stable_rank
+from ..compression.plan import NORMALIZATIONS, kept_rank, normalize
+from ..compression.spectra import effective_rank, stable_rank
 from ..errors import WeLoreError
 from ..models import LayerInfo
 from .folder import RunFolder
@@ -170,7 +171,7 @@ class EmergenceConfig:
 
 
 def _rank_k(s: np.ndarray, config: EmergenceConfig) -> int:
-    return rank_at_k(s, config.k, config.normalization)
+    return kept_rank(np.sort(normalize(s, config.normalization)), config.k)
 
 
 def _identity(layer: LayerInfo) -> dict[str, Any]:

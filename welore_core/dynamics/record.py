@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..compression import SpectraConfig, singular_values
+from ..compression.spectra import SpectraConfig, singular_values
 from ..models import LayerInfo, linear_weight
 
 FIELDS = ("grad_sv", "weight_sv", "grad_norm", "sketch", "grad")

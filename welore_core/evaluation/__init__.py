@@ -8,9 +8,9 @@ from .registry import Registry, plan_hash, run_key
 from .runs import (Loaded, compress_and_evaluate, eval_identity, evaluate_model, evaluate_point, folder_plan_hash,
                    load_for_eval, plotted_mode, target_summary, token_ids)
 from .sensitivity import GROUPINGS, check_scan, sensitivity_of, sensitivity_scan
-from .sweep import sweep
+from .sweep import perplexity_sweep
 
 __all__ = ["FINAL", "GROUPINGS", "EvalConfig", "EvalResult", "JobCancelled", "JobFn", "JobState", "JobStore", "Loaded",
            "Registry", "check_scan", "compress_and_evaluate", "eval_identity", "evaluate_model", "evaluate_point",
            "folder_plan_hash", "load_for_eval", "perplexity", "plan_hash", "plotted_mode", "run_key", "sensitivity_of",
-           "sensitivity_scan", "start_job", "sweep", "target_summary", "token_ids", "wait"]
+           "sensitivity_scan", "start_job", "perplexity_sweep", "target_summary", "token_ids", "wait"]

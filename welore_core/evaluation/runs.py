@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..compression import (CompressionConfig, PlanConfig, RankPlan, SpectraConfig, Target, compress_to, load_model,
-                           plan_target, read_manifest, save_compressed, target_ranks)
+from ..compression.apply import CompressionConfig, compress_to, save_compressed
+from ..compression.plan import PlanConfig, RankPlan, Target, plan_target, target_ranks
+from ..compression.spectra import SpectraConfig
+from ..models import load_model, read_manifest
 from ..data import check_corpus, load_corpus, tokenize_corpus, windows_of
 from ..errors import WeLoreError
 from ..models import (ModelSource, check_source_seqlen, count_parameters, dtype_name, load_tokenizer, resolve_model,

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from ..compression import LowRankLinear, factor_layer, truncate_layer
+from ..models import LowRankLinear
+from ..compression.apply import factor_layer, truncate_layer
 from ..errors import WeLoreError
 from ..models import LayerInfo, discover_layers, set_module
 from ..utils import Progress

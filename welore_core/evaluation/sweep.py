@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..compression import (CALIBRATED, DATA_AWARE, GREEDY, Calibration, CompressionConfig, PlanConfig, Spectra, SpectraConfig,
-                           calibrated_fisher, calibrated_spectra, compute_spectra, make_plan, prepare_scores)
+from ..compression.plan import CALIBRATED, DATA_AWARE, GREEDY, PlanConfig, make_plan, prepare_scores
+from ..compression.spectra import (Calibration, Spectra, SpectraConfig, calibrated_fisher, calibrated_spectra,
+                                   compute_spectra)
+from ..compression.apply import CompressionConfig
 from ..errors import WeLoreError
 from ..utils import Progress
 from .perplexity import EvalConfig
@@ -16,7 +18,7 @@ from .registry import Registry
 from .runs import evaluate_point, load_for_eval, token_ids
 
 
-def sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eval_config: EvalConfig,
+def perplexity_sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eval_config: EvalConfig,
           compression: CompressionConfig | None = None, progress: Progress | None = None,
           registry: Registry | None = None, calib: Calibration | None = None,
           spectra_config: SpectraConfig | None = None, params: list[float] | None = None) -> pd.DataFrame:

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..compression import Spectra, normalize, rank_at_k
+from ..compression.plan import kept_rank, normalize
+from ..compression.spectra import Spectra
 from ..errors import WeLoreError
 from . import palette
 
@@ -56,7 +57,7 @@ def spectra_heatmap_figure(spectra: Spectra, kind: str, normalization: str = "mi
     fig = go.Figure(go.Heatmap(z=z, x=columns, y=blocks, colorscale=palette.SPECTRA_SCALE, zmin=0, zmax=1,
                                colorbar={"title": "normalised s"}, **heat))
     if k is not None:
-        kept = [rank_at_k(spectra.values[l.name], k, normalization) for l in layers]
+        kept = [kept_rank(np.sort(normalize(spectra.values[l.name], normalization)), k) for l in layers]
         fig.add_trace(go.Scatter(x=kept, y=blocks, mode="lines", line={"color": palette.THRESHOLD, "width": 2},
                                  name=f"kept rank at k = {k:.3f}", hovertemplate="block %{y}: rank %{x}<extra></extra>"))
     fig.update_layout(title=f"{kind}: normalised singular values per block", xaxis_title="singular value index",

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..compression import CompressionReport, is_compressed_folder, save_compressed
+from ..compression.apply import CompressionReport, is_compressed_folder, save_compressed
 from ..errors import WeLoreError
 from ..models import ModelSource, unique_parameters
 from ..utils import atomic_folder, atomic_write_text

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compression import LowRankLinear
+from ..models import LowRankLinear
 from ..errors import WeLoreError, WeLoreWarning
 from ..models import discover_layers, find_blocks, unique_parameters
 from ..utils import lr_factor

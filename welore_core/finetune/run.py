@@ -18,8 +18,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ..compression import (CompressionConfig, PlanConfig, compress_to, load_model, plan_target, read_rankmap, read_report,
-                           target_ranks)
+from ..compression.apply import CompressionConfig, compress_to, read_report
+from ..compression.plan import PlanConfig, plan_target, read_rankmap, target_ranks
+from ..models import load_model
 from ..errors import WeLoreError
 from ..evaluation import Registry, folder_plan_hash, plan_hash, run_key
 from ..models import (ModelSource, check_seqlen, check_source_seqlen, load_tokenizer, resolve_model, source_fingerprint,

@@ -68,6 +68,15 @@ def linear_weight(module: nn.Module) -> tuple[torch.Tensor, bool] | None:
     return None
 
 
+def dense_weight(module: nn.Module, layer: str) -> torch.Tensor:
+    """The weight of linear layer `layer` as (out, in), whatever its module stores (Conv1D is transposed)."""
+    found = linear_weight(module)
+    if found is None:
+        raise WeLoreError(f"layer {layer}: {type(module).__name__} is not a linear layer")
+    weight, transposed = found
+    return weight.detach().T if transposed else weight.detach()  # (out, in)
+
+
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The repeated decoder blocks: the ModuleList of same-class children with the most parameters."""
     best: tuple[str, nn.ModuleList, int] | None = None

@@ -1,20 +1,25 @@
-"""Instantiating a model with transformers: a plain checkpoint's causal LM, its module tree on the meta
-device, and its tokenizer. (Compressed folders are loaded by `compression.folder`, which knows their layers.)"""
+"""Instantiating a model: any source (`load_model`: a compressed folder with its low-rank layers, anything else
+as transformers' causal LM), a plain checkpoint's causal LM, its module tree on the meta device, and its
+tokenizer."""
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import nn
+
 from ..errors import WeLoreError
 from ..utils import transformers_ready
 from .build import building
+from .compressed import load_compressed
+from .placement import check_fits
 from .source import ModelSource
+from .tensors import index_params, tensor_index
 
 
 def load_pretrained(source: ModelSource, dtype: Any = "float32", device: Any = "cpu") -> Any:
     """The causal LM of a plain (not compressed) source, every weight from the checkpoint, in `dtype` (a torch
     dtype or its name) on `device`; off the CPU the weights go straight to the device, with no host copy."""
-    import torch
-
     transformers_ready()  # the first import, one thread at a time
     from transformers import AutoModelForCausalLM
 
@@ -41,8 +46,6 @@ def load_pretrained(source: ModelSource, dtype: Any = "float32", device: Any = "
 
 def meta_model(source: ModelSource) -> Any:
     """The model's module tree on the meta device: names and types with no memory for weights."""
-    import torch
-
     transformers_ready()  # the first import, one thread at a time
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -93,3 +96,18 @@ def check_seqlen(model: Any, seqlen: int, what: str = "seqlen") -> None:
     limit = max_positions(model)
     if limit is not None and seqlen > limit:
         raise WeLoreError(f"{what} {seqlen} is longer than the model's {limit} positions")
+
+
+def load_model(source: ModelSource, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu") -> nn.Module:
+    """Instantiate any source for evaluation, compression or training: a compressed folder with its low-rank
+    layers, anything else as transformers' causal LM; refused up front when its weights in `dtype` do not fit
+    the device's free memory."""
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    device = torch.device(device)
+    files = source.safetensors_files()
+    if files:
+        check_fits(source.label, index_params(tensor_index(files)), device, dtype)
+    if source.kind == "compressed":
+        return load_compressed(source.path, dtype, device)
+    model: nn.Module = load_pretrained(source, dtype, device)
+    return model

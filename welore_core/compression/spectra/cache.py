@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from ..models import LayerInfo
-from ..utils import atomic_write_bytes, atomic_write_text
+from ...models import LayerInfo
+from ...utils import atomic_write_bytes, atomic_write_text
 
 MAGIC = b"WLSV1\n"
 META_VERSION = 1

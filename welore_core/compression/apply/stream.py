@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import WeLoreError
-from ..models import (STORED_DTYPES, LayerInfo, ModelSource, ShardReader, ShardWriter, TensorIndex, count_parameters,
+from ...errors import WeLoreError
+from ...models import (STORED_DTYPES, LayerInfo, ModelSource, ShardReader, ShardWriter, TensorIndex, count_parameters,
                       meta_model, source_layers, tensor_index)
-from ..utils import Progress, atomic_folder
-from .compress import CompressionConfig, Target, factors_of, layer_targets, truncated_of
+from ...utils import Progress, atomic_folder
+from ..plan.target import Target
+from .compress import CompressionConfig, factors_of, layer_targets, truncated_of
 from .folder import CompressionReport, check_output, write_metadata
 
 

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import WeLoreError
-from .spectra import Spectra
-from .budget import BYTES, ranks_at, size_to_pct, solve_k_for_params, uniform_param_ranks
+from ...errors import WeLoreError
+from ..spectra.compute import Spectra
+from .budget import BYTES, size_to_pct, solve_k_for_params, uniform_param_ranks
 from .greedy import greedy_ranks
 from .totals import PlanTotals, RankTable
-from .threshold import NORMALIZATIONS, normalize, paper_threshold, solve_threshold, solve_threshold_below
+from .threshold import (NORMALIZATIONS, energy_share, normalize, paper_threshold, ranks_at, solve_threshold,
+                        solve_threshold_below)
 
 STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy", "fisher")
 DATA_AWARE = ("whitened", "greedy", "fisher")  # plan on whitened spectra (calibration statistics): whitened.py, fisher.py
@@ -130,22 +131,33 @@ class Scores:
     tail: list[np.ndarray]  # per layer, sum_{i>=r} s_i^2 / sum s^2 for r = 0..n (last is 0)
 
 
+def energy_tail(s: np.ndarray) -> np.ndarray:
+    """The share of a layer's energy dropped at each rank r = 0..n: Σ_{i>=r} s_i² / Σ s² (the last is 0); its
+    square root is the relative Frobenius error of the rank-r truncation."""
+    sq = energy_share(s, relative=False)
+    total = sq.sum()
+    return np.append(np.cumsum(sq[::-1])[::-1], 0.0) / total if total > 0 else np.zeros(sq.size + 1)
+
+
 def prepare_scores(spectra: Spectra, strategy: str = "welore", normalization: str = "minmax") -> Scores:
-    ascending, tails = [], []
+    ascending = []
     for layer in spectra.layers:
         s = spectra.values[layer.name].astype(np.float64)
-        sq = s**2
-        total = sq.sum()
-        tail = np.append(np.cumsum(sq[::-1])[::-1], 0.0) / total if total > 0 else np.zeros(s.size + 1)
-        tails.append(tail)
         if strategy == "energy":
             # energy held by the values before index i (forward sums, so k round-trips exactly); kept while < k
+            sq = energy_share(s, relative=False)
+            total = sq.sum()
             score = np.concatenate(([0.0], np.cumsum(sq)[:-1])) / total if total > 0 else np.zeros(s.size)
         else:
             score = normalize(s, normalization)
         ascending.append(np.sort(score))
     pooled = np.sort(np.concatenate(ascending)) if strategy != "uniform" else np.empty(0)
-    return Scores(strategy, normalization, ascending, pooled, tails)
+    return Scores(strategy, normalization, ascending, pooled, energy_tails(spectra))
+
+
+def energy_tails(spectra: Spectra) -> list[np.ndarray]:
+    """`energy_tail` of every layer of `spectra`, in its order."""
+    return [energy_tail(spectra.values[l.name]) for l in spectra.layers]
 
 
 def make_plan(spectra: Spectra, config: PlanConfig, scores: Scores | None = None,
@@ -239,7 +251,7 @@ def err_for_k(scores: Scores, k: float) -> float:
 def plan_from_ranks(spectra: Spectra, ranks: dict[str, int], config: PlanConfig, k: float | None = None,
                     scores: Scores | None = None) -> RankPlan:
     """A plan with given per-layer ranks (missing layers keep full rank): totals, LRC flags, errors."""
-    tails = scores.tail if scores is not None else prepare_scores(spectra, "uniform").tail
+    tails = scores.tail if scores is not None else energy_tails(spectra)
     row = []
     for layer in spectra.layers:
         r = int(ranks.get(layer.name, layer.full_rank))
@@ -253,15 +265,3 @@ def plan_from_ranks(spectra: Spectra, ranks: dict[str, int], config: PlanConfig,
                         factored[i], errors[i]) for i, (l, r) in enumerate(zip(spectra.layers, row))]
     totals = table.totals(matrix, *per_layer[1:])[0]
     return RankPlan(spectra.model, spectra.fingerprint, config, k, config.err, layers, spectra.total_params, totals)
-
-
-def plan_totals(layers: list[LayerPlan], total_params: int) -> PlanTotals:
-    """Achieved ERR, the LRC partition, parameter counts and bytes of the LRC-factored model."""
-    def row(values: list[Any], dtype: Any) -> np.ndarray:
-        return np.array(values, dtype=dtype).reshape(1, len(layers))
-
-    zeros = np.zeros(len(layers), dtype=np.int64)  # unit, bias: not needed once factored sizes are known
-    table = RankTable(row([l.full_rank for l in layers], np.int64)[0], zeros, zeros,
-                      row([l.dense_params for l in layers], np.int64)[0], [], total_params)
-    return table.totals(row([l.rank for l in layers], np.int64), row([l.lrc for l in layers], bool),
-                        row([l.factored_params for l in layers], np.int64), row([l.rel_error for l in layers], float))[0]

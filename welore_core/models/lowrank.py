@@ -5,7 +5,9 @@
 Two plain `nn.Linear`s (B then A) so that gradients, optimisers, PEFT adapters and `state_dict` names
 (`<layer>.B.weight`, `<layer>.A.weight`, `<layer>.A.bias`) all behave as for any dense layer; the
 square-root split of S keeps both factors at the same scale, which is what makes them train well as
-LRCs (arXiv 2407.11239 §3). Parameters: r·(in + out) (+ out for the bias) instead of in·out.
+LRCs (arXiv 2407.11239 §3). Parameters: r·(in + out) (+ out for the bias) instead of in·out. The factors
+themselves are computed in `compression.apply.factors`; here is the layer that holds them, which loading a
+compressed folder needs without any of the method.
 """
 from __future__ import annotations
 
@@ -51,16 +53,3 @@ class LowRankLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
-
-
-def svd_factors(weight: torch.Tensor, rank: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """A = U_r √S_r (out, r) and B = √S_r V_rᵀ (r, in) of the best rank-r approximation of `weight`."""
-    u, s, vh = torch.linalg.svd(weight.detach().to(dtype), full_matrices=False)  # (out, k), (k,), (k, in)
-    root = s[:rank].sqrt()
-    return u[:, :rank] * root, root[:, None] * vh[:rank]
-
-
-def truncate_weight(weight: torch.Tensor, rank: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The dense rank-r truncation U_r S_r V_rᵀ (used where factoring would not save parameters)."""
-    a, b = svd_factors(weight, rank, dtype)
-    return a @ b

@@ -22,7 +22,7 @@ from typing import Hashable, Iterable, Iterator, TypeVar
 import numpy as np
 import torch
 
-from ..errors import WeLoreError
+from ...errors import WeLoreError
 
 METHODS = ("auto", "svdvals", "gram")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

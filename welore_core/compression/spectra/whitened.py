@@ -12,13 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import WeLoreError
-from ..models import count_parameters, discover_layers, module_fingerprint
-from ..utils import Progress
-from .actsvd import Calibration, calibration_batches, collect_grams, damped_cholesky
-from .compress import dense_weight
+from ...errors import WeLoreError
+from ...models import count_parameters, dense_weight, discover_layers, module_fingerprint
+from ...utils import Progress
+from .calibration import Calibration, calibration_batches, collect_grams, damped_cholesky
 from .fisher import fisher_spectra, output_fisher
-from .spectra import Spectra, SpectraConfig
+from .compute import Spectra, SpectraConfig
 from .svd import values_of
 
 

@@ -14,10 +14,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..data import check_corpus, load_corpus, sample_windows, tokenize_corpus
-from ..errors import WeLoreError
-from ..models import check_seqlen
-from ..utils import Progress
+from ...data import check_corpus, load_corpus, sample_windows, tokenize_corpus
+from ...errors import WeLoreError
+from ...models import check_seqlen
+from ...utils import Progress
 
 
 @dataclass(frozen=True)
@@ -99,17 +99,3 @@ def damped_cholesky(gram: torch.Tensor, damp: float) -> torch.Tensor:
     g = gram.detach().to(torch.float64)
     g = g + damp * g.diagonal().mean().clamp_min(1e-12) * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
     return torch.linalg.cholesky(g)  # (in, in), lower
-
-
-def whitened_factors(weight: torch.Tensor, rank: int, gram: torch.Tensor, damp: float,
-                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """SVD-LLM factors: truncate W L (XᵀX = L Lᵀ), then undo the whitening on B: B = √Σ_r V_rᵀ L⁻¹."""
-    chol = damped_cholesky(gram, damp)  # (in, in), lower
-    w = weight.detach().to(torch.float64)
-    u, s, vh = torch.linalg.svd((w @ chol).to(dtype), full_matrices=False)  # W L = U Σ Vᵀ
-    root = s[:rank].sqrt()
-    a = u[:, :rank] * root  # (out, r)
-    # B = √Σ V_rᵀ L⁻¹, computed as a triangular solve: B L = √Σ V_rᵀ  <=>  Lᵀ Bᵀ = (√Σ V_rᵀ)ᵀ
-    rhs = (root[:, None] * vh[:rank]).to(torch.float64)  # (r, in)
-    b = torch.linalg.solve_triangular(chol.T, rhs.T, upper=True).T  # (r, in)
-    return a.to(dtype), b.to(dtype)

@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from ..errors import WeLoreError
-from ..models import LayerInfo
-from .threshold import count_below, kept_rank
+from ...errors import WeLoreError
+from ...models import LayerInfo
+from .threshold import ranks_at
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 
@@ -58,17 +58,6 @@ def uniform_param_ranks(layers: list[LayerInfo], ratio: float) -> np.ndarray:
         r = max(1, math.floor(l.shape[0] * l.shape[1] * (1.0 - ratio) / (l.shape[0] + l.shape[1])))
         ranks.append(r if l.factored_params(r) < l.dense_params else l.full_rank)  # saves nothing: stay dense
     return np.clip(np.array(ranks), 1, [l.full_rank for l in layers])
-
-
-def ranks_at(ascending: list[np.ndarray], k: float | np.ndarray, strategy: str) -> np.ndarray:
-    """Per-layer kept ranks of a threshold strategy at k, clamped to >= 1: (L,) for one k, (P, L) for P of them."""
-    ks = np.atleast_1d(np.asarray(k, dtype=np.float64))
-    if strategy == "energy":
-        columns = [count_below(a, ks) for a in ascending]  # values whose preceding energy is still < k
-    else:
-        columns = [kept_rank(a, ks) for a in ascending]  # normalised values >= k
-    ranks = np.maximum(np.stack(columns, axis=-1) if columns else np.zeros((ks.size, 0), dtype=int), 1)
-    return ranks if np.ndim(k) else ranks[0]
 
 
 def solve_k_for_params(layers: list[LayerInfo], ascending: list[np.ndarray], pooled: np.ndarray, strategy: str,

@@ -18,14 +18,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..errors import WeLoreError
-from ..models import (LayerInfo, ModelSource, TensorIndex, count_parameters, discover_layers, discovery_key,
+from ...errors import WeLoreError
+from ...models import (LayerInfo, ModelSource, TensorIndex, count_parameters, discover_layers, discovery_key,
                       discovery_notes, index_params, linear_weight, module_fingerprint, resolve_model, select_layers,
-                      placement, source_fingerprint, source_layers, stream_tensors, tensor_index)
-from ..utils import Progress, cache_dir, parse_device
+                      load_model, placement, source_fingerprint, source_layers, stream_tensors, tensor_index)
+from ...utils import Progress, cache_dir, parse_device
 from .svd import DTYPES, resolve_method, stream_values, values_of
-from .folder import load_model
-from .spectra_cache import SpectraCache
+from .cache import SpectraCache
 
 
 

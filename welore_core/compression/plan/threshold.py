@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import WeLoreError
+from ...errors import WeLoreError
 
 NORMALIZATIONS = ("minmax", "max")
 
@@ -40,14 +40,32 @@ def count_below(sorted_scores: np.ndarray, k: float | np.ndarray) -> Any:
 
 
 def kept_rank(ascending: np.ndarray, k: float | np.ndarray) -> Any:
-    """The rank a layer keeps at threshold k: how many of its scores (sorted ascending) are >= k (an array for an
-    array of k)."""
+    """WeLore's rank rule (eq. 1 of the paper), the one place it is written: the rank a layer keeps at threshold
+    k is how many of its scores (normalised singular values, sorted ascending) are >= k; an array for an array
+    of k. `ranks_at` applies it to every layer."""
     return ascending.size - count_below(ascending, k)
 
 
-def rank_at_k(s: np.ndarray, k: float, method: str = "minmax") -> int:
-    """WeLore's rank rule for one spectrum: r = #(normalised s >= k) (eq. 1 of the paper), before any clamp."""
-    return kept_rank(np.sort(normalize(s, method)), k)
+def ranks_at(ascending: list[np.ndarray], k: float | np.ndarray, strategy: str) -> np.ndarray:
+    """Per-layer kept ranks of a threshold strategy at k, clamped to >= 1: (L,) for one k, (P, L) for P of them."""
+    ks = np.atleast_1d(np.asarray(k, dtype=np.float64))
+    if strategy == "energy":
+        columns = [count_below(a, ks) for a in ascending]  # values whose preceding energy is still < k
+    else:
+        columns = [kept_rank(a, ks) for a in ascending]  # normalised values >= k
+    ranks = np.maximum(np.stack(columns, axis=-1) if columns else np.zeros((ks.size, 0), dtype=int), 1)
+    return ranks if np.ndim(k) else ranks[0]
+
+
+def energy_share(s: np.ndarray, relative: bool = True) -> np.ndarray:
+    """The energy each singular value carries, s_i² in float64, as a share of the layer's Σ s² when `relative`
+    (an all-zero spectrum carries none): what truncating it costs the layer's relative Frobenius error (squared),
+    the greedy strategies' gain, and the energy strategy's scores."""
+    sq = np.asarray(s, dtype=np.float64) ** 2
+    if not relative:
+        return sq
+    total = float(sq.sum())
+    return sq * (1.0 / total) if total > 0 else np.zeros_like(sq)
 
 
 def solve_threshold(sorted_scores: np.ndarray, err: float) -> float:

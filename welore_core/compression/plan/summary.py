@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .plan import RankPlan
-from .spectra import Spectra
+from .allocate import RankPlan
+from ..spectra.compute import Spectra
 
 
 def spectra_by_type(spectra: Spectra) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def plan_by_type(plan: RankPlan) -> pd.DataFrame:
     return out.reset_index()
 
 
-def plan_grid(plan: RankPlan, value: str = "reduction") -> pd.DataFrame:
+def block_table(plan: RankPlan, value: str = "reduction") -> pd.DataFrame:
     """Blocks x layer types of one per-layer value (Figure 6 of the paper is this grid of `reduction`)."""
     df = plan.frame()
     kinds = list(dict.fromkeys(df["kind"]))

@@ -17,8 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import WeLoreError
-from ..models import LayerInfo
+from ...errors import WeLoreError
+from ...models import LayerInfo
+from .threshold import energy_share
 
 
 def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: float | None = None,
@@ -31,33 +32,23 @@ def greedy_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], pct: fl
         raise WeLoreError("greedy allocation needs exactly one budget: parameters removed or ERR")
     if err is not None:
         return greedy_err_ranks(layers, values, [err], weights, relative)[0]
-    by_params = True
     items: list[tuple[float, int, int, int, int]] = []  # (-gain/cost, layer, rank after, cost, tie order)
     ranks = np.ones(len(layers), dtype=int)
     tops = np.array([l.full_rank for l in layers])
     spent = 0
     for i, layer in enumerate(layers):
-        s2 = values[layer.name].astype(np.float64) ** 2
-        total = float(s2.sum())
-        w = (weights or {}).get(layer.name, 1.0)
-        scale = 1.0 if not relative else 1.0 / total if total > 0 else 0.0
-        gain = w * scale * s2  # gain[r] = loss removed by keeping value r
-        unit = layer.shape[0] + layer.shape[1] if by_params else 1
-        spent += layer.factored_params(1) if by_params else 1
-        top = layer.full_rank
-        if by_params:  # factored ranks that still save parameters (r (m + n) < m n), then one step to dense
-            top = min(layer.full_rank, max(1, (layer.shape[0] * layer.shape[1] - 1) // unit))
-            tops[i] = top
+        gain = (weights or {}).get(layer.name, 1.0) * energy_share(values[layer.name], relative)  # loss removed by r
+        unit = layer.shape[0] + layer.shape[1]  # parameters of one more rank of A·B
+        spent += layer.factored_params(1)
+        # factored ranks that still save parameters (r (m + n) < m n), then one step to dense
+        top = tops[i] = min(layer.full_rank, max(1, (layer.shape[0] * layer.shape[1] - 1) // unit))
         for r in range(2, top + 1):
             items.append((-gain[r - 1] / unit, i, r, unit, r))
-        jump = layer.dense_params - layer.factored_params(top) if by_params else 0
-        if by_params and top < layer.full_rank and jump > 0:  # (a tiny layer may have nothing to jump over)
+        jump = layer.dense_params - layer.factored_params(top)
+        if top < layer.full_rank and jump > 0:  # (a tiny layer may have nothing to jump over)
             ratio = min(float(gain[top:].sum()) / jump, gain[top - 1] / unit if top > 1 else np.inf)
             items.append((-ratio, i, layer.full_rank, jump, layer.full_rank))
-    if by_params:
-        budget = (1.0 - pct / 100.0) * sum(l.dense_params for l in layers)  # type: ignore[operator]
-    else:
-        budget = (1.0 - err / 100.0) * sum(l.full_rank for l in layers)  # type: ignore[operator]
+    budget = (1.0 - pct / 100.0) * sum(l.dense_params for l in layers)  # type: ignore[operator]
     for _, i, rank, cost, _ in sorted(items):
         step = rank == ranks[i] + 1 and rank <= tops[i]
         to_dense = rank == layers[i].full_rank > tops[i] == ranks[i]  # only once the factored ranks are all in
@@ -80,10 +71,8 @@ def greedy_err_ranks(layers: list[LayerInfo], values: dict[str, np.ndarray], err
         return np.ones((len(errs), 0), dtype=int)
     gains, owner, rank = [], [], []
     for i, layer in enumerate(layers):
-        s2 = values[layer.name].astype(np.float64) ** 2
-        total = float(s2.sum())
-        scale = 1.0 if not relative else 1.0 / total if total > 0 else 0.0
-        gains.append((weights or {}).get(layer.name, 1.0) * scale * s2[1:layer.full_rank])  # keeping value r: r + 1
+        share = energy_share(values[layer.name], relative)[1:layer.full_rank]  # keeping value r: rank r + 1
+        gains.append((weights or {}).get(layer.name, 1.0) * share)
         owner.append(np.full(gains[-1].size, i))
         rank.append(np.arange(2, gains[-1].size + 2))
     gain, who, r = np.concatenate(gains), np.concatenate(owner), np.concatenate(rank)
@@ -105,9 +94,7 @@ def truncation_loss(layers: list[LayerInfo], values: dict[str, np.ndarray], rank
     minimises (for tests and reports)."""
     total = 0.0
     for layer, r in zip(layers, ranks):
-        s2 = values[layer.name].astype(np.float64) ** 2
-        scale = 1.0 if not relative else 1.0 / s2.sum() if s2.sum() > 0 else 0.0
-        total += (weights or {}).get(layer.name, 1.0) * scale * float(s2[int(r):].sum())
+        total += (weights or {}).get(layer.name, 1.0) * float(energy_share(values[layer.name], relative)[int(r):].sum())
     return total
 
 

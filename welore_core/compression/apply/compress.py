@@ -2,7 +2,8 @@
 
 `compress_to(model, target, config)` is the one way a model is compressed here (CLI, sweeps, fine-tuning,
 dashboard). The target is a `RankPlan`, a rank map dict (validated against the schema: it may come from a
-user's file), or a plain `{layer name: rank}` dict whose LRCs are the layers reduced by more than half.
+user's file), or a plain `{layer name: rank}` dict whose LRCs are the layers reduced by more than half; all
+three become one rank map at the boundary (`plan.target.as_rankmap`).
 Two explicit modes, recorded in every result:
   lrc — Low-Rank Components are factored, N-LRCs stay dense and untouched (the paper's fine-tuning
         set-up and the default);
@@ -16,24 +17,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import RankMapError, WeLoreError
-from ..models import LayerInfo, ModelSource, count_parameters, discover_layers, linear_weight, placement, set_module
-from ..utils import Progress
-from .actsvd import Calibration, whitened_factors
+from ...errors import WeLoreError
+from ...models import (LayerInfo, LowRankLinear, count_parameters, dense_weight, discover_layers, linear_weight,
+                      placement, set_module)
+from ...utils import Progress
+from ..plan.target import Target, as_rankmap
+from ..spectra.calibration import Calibration
+from .factors import svd_factors, whitened_factors
 from .folder import CompressionReport
-from .lowrank import LowRankLinear, svd_factors
-from .plan import LRC_MIN_RATIO, PlanConfig, RankPlan, make_plan
-from .rankmap import check_rankmap, custom_rankmap, rankmap_dict, read_rankmap
-from .spectra import Spectra, SpectraConfig, compute_spectra
 
 MODES = ("lrc", "all")
-Target = Union[RankPlan, dict[str, Any]]  # a plan, a rank map dict, or {layer name: rank}
 
 
 @dataclass(frozen=True)
@@ -74,56 +72,12 @@ class LayerTarget:
     lrc: bool
 
 
-def plan_target(model: nn.Module | ModelSource, plan: PlanConfig | None = None,
-                rankmap: str | Path | dict[str, Any] | None = None, spectra: SpectraConfig | None = None,
-                progress: Progress | None = None, basis: Spectra | None = None,
-                weights: dict[str, float] | None = None) -> Target:
-    """What to compress a model to: a rank map (a file or dict, schema-checked) or a fresh plan from the
-    model's spectra (`model` is a streamable source or a loaded module), or from `basis` when given (whitened
-    spectra for the data-aware strategies); `weights` are the greedy strategy's sensitivity weights."""
-    if (plan is None) == (rankmap is None):
-        raise WeLoreError("give exactly one of a plan (an ERR, k, parameter or size budget) and a rank map")
-    if rankmap is not None:
-        return read_rankmap(Path(rankmap).expanduser() if isinstance(rankmap, (str, Path)) else rankmap)
-    assert plan is not None
-    return make_plan(basis if basis is not None else compute_spectra(model, spectra, progress), plan, weights=weights)
-
-
-def target_ranks(target: Target) -> dict[str, int]:
-    """{layer name: rank} of a target."""
-    if isinstance(target, RankPlan):
-        return target.ranks()
-    if "layers" in target and "schema" in target:
-        return {e["name"]: int(e["rank"]) for e in target["layers"]}
-    return {str(k): int(v) for k, v in target.items()}
-
-
-def layer_targets(layers: list[LayerInfo], target: Target, owner_name: str) -> tuple[list[LayerTarget], dict[str, Any]]:
-    """The layers a target changes, checked against a model's `layers` (every problem at once), and the target
-    as a rank map dict."""
+def layer_targets(layers: list[LayerInfo], target: Target, owner: str) -> tuple[list[LayerTarget], dict[str, Any]]:
+    """The layers a target changes, from the target in its one form (`as_rankmap`: checked against `layers`, every
+    problem at once), and that rank map."""
+    data = as_rankmap(target, layers, owner)
     known = {l.name: l for l in layers}
-    if isinstance(target, RankPlan):
-        entries = [(l.name, l.rank, l.lrc, l.shape) for l in target.layers]
-        owner, data = target.model, rankmap_dict(target)
-        problems = [f"layer {n}: " + ("unknown layer" if n not in known else f"shape {list(s)} but the model has "
-                                      f"{list(known[n].shape)}")
-                    for n, _, _, s in entries if n not in known or known[n].shape != s]
-    elif "schema" in target:
-        data = read_rankmap(target)
-        owner, problems = data["model"], check_rankmap(data, layers)
-        entries = [(e["name"], int(e["rank"]), bool(e["lrc"]), tuple(e["shape"])) for e in data["layers"]]
-    else:
-        owner = owner_name
-        problems = [f"layer {n}: " + ("unknown layer" if n not in known else f"rank {r!r} out of range [1, "
-                                      f"{known[n].full_rank}]")
-                    for n, r in target.items()
-                    if n not in known or not isinstance(r, int) or not 1 <= r <= known[n].full_rank]
-        if not problems:
-            data = custom_rankmap(dict(target), layers, owner, LRC_MIN_RATIO)
-            entries = [(e["name"], e["rank"], e["lrc"], tuple(e["shape"])) for e in data["layers"]]
-    if problems:
-        raise RankMapError(f"rank map for {owner!r} does not fit this model", problems)
-    return [LayerTarget(known[n], r, lrc) for n, r, lrc, _ in entries], data
+    return [LayerTarget(known[e["name"]], int(e["rank"]), bool(e["lrc"])) for e in data["layers"]], data
 
 
 def compress_to(model: nn.Module, target: Target, config: CompressionConfig | None = None,
@@ -159,15 +113,6 @@ def compress_to(model: nn.Module, target: Target, config: CompressionConfig | No
     report.params_after = count_parameters(model)
     report.seconds = time.perf_counter() - start
     return report
-
-
-def dense_weight(module: nn.Module, layer: str) -> torch.Tensor:
-    """The weight of linear layer `layer` as (out, in), whatever its module stores (Conv1D is transposed)."""
-    found = linear_weight(module)
-    if found is None:
-        raise WeLoreError(f"layer {layer}: {type(module).__name__} is not a linear layer")
-    weight, transposed = found
-    return weight.detach().T if transposed else weight.detach()  # (out, in)
 
 
 def _factors(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None,

@@ -1,7 +1,7 @@
 """From per-layer ranks to a plan's numbers: LRC flags, relative errors, parameters, bytes and the totals.
 
 One home for this arithmetic, for one plan (`plan.plan_from_ranks`: one row) or for every point of a sweep at
-once (`sweep.plan_sweep`: a row per point), so a grid point is the plan to the last bit.
+once (`grid.plan_grid`: a row per point), so a grid point is the plan to the last bit.
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 
 from .budget import BYTES, pct_removed
-from .spectra import Spectra
+from ..spectra.compute import Spectra
 
-BYTES_PER_PARAM = BYTES  # bytes per parameter of each storage dtype
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class PlanTotals:
     params_all_layers: int  # every layer at its rank where that is smaller (the paper's compression tables)
     param_ratio: float  # params_compressed / params_dense
     trainable_params: int  # parameters of the LRC factors: what WeLore fine-tunes
-    bytes_dense: dict[str, int]  # by storage dtype (BYTES_PER_PARAM)
+    bytes_dense: dict[str, int]  # by storage dtype (budget.BYTES)
     bytes_compressed: dict[str, int]
     mean_rel_error: float  # mean over layers of ||W - W_r||_F / ||W||_F
     params_removed_pct: float = 0.0  # percent of the analysed layers' parameters removed, every layer the smaller way
@@ -41,7 +40,7 @@ class PlanTotals:
 @dataclass(frozen=True)
 class RankTable:
     """The per-layer constants a plan's numbers come from, as arrays: the one home of the arithmetic from ranks to
-    LRC flags, errors and totals, for one plan (a row) or many at once (`sweep.plan_sweep`: a row per point)."""
+    LRC flags, errors and totals, for one plan (a row) or many at once (`grid.plan_grid`: a row per point)."""
 
     full: np.ndarray  # (L,) full ranks
     unit: np.ndarray  # (L,) out + in: parameters per unit of rank
@@ -88,7 +87,7 @@ class RankTable:
                 params_dense=total_params, params_compressed=compressed,
                 params_all_layers=total_params - int(all_saved[p]),
                 param_ratio=compressed / total_params if total_params else 1.0, trainable_params=int(trainable[p]),
-                bytes_dense={d: total_params * b for d, b in BYTES_PER_PARAM.items()},
-                bytes_compressed={d: compressed * b for d, b in BYTES_PER_PARAM.items()},
+                bytes_dense={d: total_params * b for d, b in BYTES.items()},
+                bytes_compressed={d: compressed * b for d, b in BYTES.items()},
                 mean_rel_error=float(mean_error[p]), params_removed_pct=pct_removed(dense_layers, int(smaller[p]))))
         return out

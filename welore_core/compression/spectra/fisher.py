@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import WeLoreError
-from ..utils import Progress
-from .spectra import Spectra
+from ...errors import WeLoreError
+from ...utils import Progress
+from .compute import Spectra
 
 
 def output_fisher(model: nn.Module, batches: list[torch.Tensor], names: list[str],

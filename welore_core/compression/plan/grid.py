@@ -14,12 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import WeLoreError
+from ...errors import WeLoreError
 from .greedy import greedy_err_ranks
-from .budget import ranks_at
-from .plan import (GREEDY, THRESHOLD, PlanConfig, RankPlan, Scores, allocate_ranks, check_basis, plan_from_ranks,
-                   prepare_scores, scores_for, threshold_of)
-from .spectra import Spectra
+from .threshold import ranks_at
+from .allocate import (GREEDY, THRESHOLD, PlanConfig, Scores, allocate_ranks, check_basis, energy_tails, scores_for,
+                       threshold_of)
+from ..spectra.compute import Spectra
 from .totals import PlanTotals, RankTable
 
 ERR_GRID = tuple(i / 2 for i in range(199))  # 0, 0.5, ..., 99 %: the ERR slider's steps
@@ -28,7 +28,7 @@ AXES = ("err", "k")
 
 
 @dataclass(frozen=True)
-class PlanSweep:
+class PlanGrid:
     """The plans of one strategy at each target of one axis (row p of every array is target p)."""
 
     axis: str  # "err" (percent) or "k" (the strategy's threshold)
@@ -43,26 +43,26 @@ class PlanSweep:
         return int(np.argmin(np.abs(np.asarray(self.targets) - value)))
 
 
-def plan_sweep(spectra: Spectra, config: PlanConfig, axis: str = "err", targets: Sequence[float] | None = None,
-               scores: Scores | None = None, weights: dict[str, float] | None = None) -> PlanSweep:
+def plan_grid(spectra: Spectra, config: PlanConfig, axis: str = "err", targets: Sequence[float] | None = None,
+              scores: Scores | None = None, weights: dict[str, float] | None = None) -> PlanGrid:
     """The plans `config` (its strategy, normalisation, LRC ratio and search) makes at each of `targets` on
-    `axis` (default: ERR_GRID or K_GRID), as one PlanSweep. Point p equals
+    `axis` (default: ERR_GRID or K_GRID), as one PlanGrid. Point p equals
     `make_plan(spectra, replace(config, <axis>=targets[p]), scores, weights)` in ranks, LRC flags, k and totals."""
     if axis not in AXES:
-        raise WeLoreError(f"a sweep's axis must be one of {AXES}, got {axis!r}")
+        raise WeLoreError(f"a plan grid's axis must be one of {AXES}, got {axis!r}")
     if axis == "k" and config.strategy in GREEDY:
-        raise WeLoreError(f"the {config.strategy} strategy has no threshold k to sweep: sweep ERR")
+        raise WeLoreError(f"the {config.strategy} strategy has no threshold k to plan over: use the ERR axis")
     check_basis(spectra, config.strategy)
     points = tuple(float(t) for t in (targets if targets is not None else ERR_GRID if axis == "err" else K_GRID))
     if not points:
-        raise WeLoreError("a sweep needs at least one target")
+        raise WeLoreError("a plan grid needs at least one target")
     configs = [_at(config, axis, t) for t in points]  # each validated as make_plan's would be
     if config.strategy in GREEDY:
         ranks = np.clip(greedy_err_ranks(spectra.layers, spectra.values, points, weights,
                                          relative=config.strategy == "greedy"),
                         1, [l.full_rank for l in spectra.layers])
         ks: list[float | None] = [None] * len(points)
-        tails = prepare_scores(spectra, "uniform").tail
+        tails = energy_tails(spectra)
     else:
         scores = scores_for(spectra, config, scores)
         full = [l.full_rank for l in spectra.layers]
@@ -77,16 +77,7 @@ def plan_sweep(spectra: Spectra, config: PlanConfig, axis: str = "err", targets:
         tails = scores.tail
     table = RankTable.of(spectra, tails)
     _, lrc, factored, errors = table.per_layer(ranks, config.min_ratio)
-    return PlanSweep(axis, points, tuple(ks), ranks, lrc, tuple(table.totals(ranks, lrc, factored, errors)))
-
-
-def sweep_plan(spectra: Spectra, sweep: PlanSweep, index: int, config: PlanConfig,
-               scores: Scores | None = None) -> RankPlan:
-    """The RankPlan of point `index` of `sweep` (made from `config` on `spectra`), without planning again: the
-    greedy strategies take seconds a plan on 7B-scale spectra, a row of the sweep takes milliseconds."""
-    point = _at(config, sweep.axis, sweep.targets[index])
-    ranks = dict(zip((l.name for l in spectra.layers), sweep.ranks[index].tolist()))
-    return plan_from_ranks(spectra, ranks, point, k=sweep.k[index], scores=scores)
+    return PlanGrid(axis, points, tuple(ks), ranks, lrc, tuple(table.totals(ranks, lrc, factored, errors)))
 
 
 def _at(config: PlanConfig, axis: str, value: float) -> PlanConfig:
