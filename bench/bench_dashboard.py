@@ -111,7 +111,8 @@ def plan_page(browser: Any, url: str) -> Any:
 
 
 def step(page: Any, key: str = "ArrowLeft", nth: int = 0) -> tuple[float, float]:
-    """Seconds from one key press on the ERR slider (`nth` 0; the k slider is 1) to (a) the totals and the heatmap redrawn (painted), and (b) the
+    """Seconds from one key press on the ERR slider (`nth` 0; the k slider is 1) to (a) the totals and the heatmap
+    redrawn (painted), and (b) the
     page caught up: the slider's value back from the server and every element current. Where the totals are the
     server's (an older checkout), (a) is when they arrive, and (b) follows at once."""
     before = metric(page, "Achieved ERR")
@@ -164,10 +165,10 @@ def cold_visit(browser: Any) -> tuple[float, float]:
 
 def server_side() -> tuple[float, float]:
     """AppTest: the page's first run and the median rerun after a slider move, on 7B-scale spectra."""
+    from bench_threshold import llama7b_like
     from streamlit.testing.v1 import AppTest
 
     import dashboard.cached as cached
-    from bench_threshold import llama7b_like
 
     spectra = llama7b_like()
     real = cached.spectra

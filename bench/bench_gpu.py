@@ -115,7 +115,8 @@ def child(task: str, args: list[str]) -> dict[str, Any]:
         label, folder, data, out_dir, steps, seqlen, batch = args[1:8]
         mode, ckpt = label.split("+")[0], label.endswith("+ckpt")
         config = wc.FinetuneConfig(mode=mode, gradient_checkpointing=ckpt, data=data, steps=int(steps),
-                                   seqlen=int(seqlen), batch_size=int(batch), lr=1e-4, eval_tokens=4 * int(seqlen), forget_tokens=0, save_every=0,
+                                   seqlen=int(seqlen), batch_size=int(batch), lr=1e-4, eval_tokens=4 * int(seqlen),
+                                   forget_tokens=0, save_every=0,
                                    device=args[0], galore_rank=128, galore_gap=50)
         r = wc.run_finetune(folder, config, Path(out_dir) / label.replace("+", "-"))
         warm = r.step_seconds[1:] or r.step_seconds  # after a warm-up step

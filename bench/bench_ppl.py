@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 
 import welore_core as wc
-from welore_core.compression.spectra import Calibration
 from welore_core.compression.apply import CompressionConfig
+from welore_core.compression.spectra import Calibration
 from welore_core.evaluation import EvalConfig, perplexity_sweep
 
 ROOT = Path(__file__).resolve().parent.parent

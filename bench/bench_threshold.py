@@ -52,10 +52,10 @@ def main() -> None:
     print(f"{'ERR %':>5s} {'paper search':>12s} {'exact solve':>11s} {'ratio':>7s} {'prepare+plan':>12s} {'ratio':>6s} "
           f"{'plan/slider move':>16s} {'ratio':>6s} {'paper ERR %':>11s} {'exact ERR %':>11s}")
     for err in (10.0, 30.0, 50.0, 70.0, 90.0):
-        t_paper, k_paper = timed(lambda: paper_threshold(per_layer, err / 100), repeats=2)
-        t_solve, _ = timed(lambda: solve_threshold(scores.pooled, err / 100), repeats=50)
-        t_cold, plan = timed(lambda: wc.make_plan(spectra, wc.PlanConfig(err=err)), repeats=3)
-        t_warm, _ = timed(lambda: wc.make_plan(spectra, wc.PlanConfig(err=err), scores), repeats=20)
+        t_paper, k_paper = timed(lambda err=err: paper_threshold(per_layer, err / 100), repeats=2)
+        t_solve, _ = timed(lambda err=err: solve_threshold(scores.pooled, err / 100), repeats=50)
+        t_cold, plan = timed(lambda err=err: wc.make_plan(spectra, wc.PlanConfig(err=err)), repeats=3)
+        t_warm, _ = timed(lambda err=err: wc.make_plan(spectra, wc.PlanConfig(err=err), scores), repeats=20)
         paper_err = wc.make_plan(spectra, wc.PlanConfig(err=None, k=float(k_paper))).achieved_err  # type: ignore[arg-type]
         print(f"{err:5.0f} {1e3 * t_paper:10.1f}ms {1e6 * t_solve:9.1f}us {t_paper / t_solve:6.0f}x "
               f"{1e3 * t_cold:10.1f}ms {t_paper / t_cold:5.1f}x {1e3 * t_warm:14.2f}ms {t_paper / t_warm:5.0f}x "

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pandas as pd
-
 import streamlit as st
 
 import welore_core as wc

@@ -16,8 +16,15 @@ import welore_core as wc
 from dashboard import cached
 from dashboard.jobview import job_panel, launch
 from dashboard.text import plain
-from welore_core.figures import (METRICS, emergence_curves_figure, emergence_heatmap_figure, gradient_cosine_figure,
-                                 loss_figure, saturation_figure, spectra_time_figure)
+from welore_core.figures import (
+    METRICS,
+    emergence_curves_figure,
+    emergence_heatmap_figure,
+    gradient_cosine_figure,
+    loss_figure,
+    saturation_figure,
+    spectra_time_figure,
+)
 
 st.title("Gradient dynamics")
 st.caption("Pretrain a small LLaMA from scratch and watch, per layer, whether its gradients keep changing and "

@@ -53,7 +53,8 @@ if launched:
         spec = model or None
         is_compressed = info.kind == "compressed"
         device, weights = placement_setting()
-        config = wc.FinetuneConfig(device=device, weights_dtype=weights, mode=modes[0], data=data.strip() if kind == "text" else "",
+        config = wc.FinetuneConfig(device=device, weights_dtype=weights, mode=modes[0],
+                                   data=data.strip() if kind == "text" else "",
                                 task=task if kind != "text" else "", steps=int(steps), seqlen=int(seqlen),
                                 batch_size=int(batch), lr=float(lr), forget_tokens=int(forget),
                                 eval_tokens=8 * int(seqlen), lora_rank=int(lora_rank),

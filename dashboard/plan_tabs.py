@@ -13,8 +13,7 @@ import streamlit as st
 import welore_core as wc
 from dashboard import cached
 from dashboard.text import plain
-from welore_core.figures import (compare_figure, reduction_heatmap_figure, spectra_heatmap_figure,
-                                 spectra_lines_figure)
+from welore_core.figures import compare_figure, reduction_heatmap_figure, spectra_heatmap_figure, spectra_lines_figure
 
 LAYER_COLUMNS = ["name", "block", "kind", "shape", "full_rank", "stable_rank", "effective_rank", "rank", "reduction",
                  "lrc", "rel_error", "dense_params", "factored_params"]

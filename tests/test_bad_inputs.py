@@ -7,14 +7,14 @@ import os
 import sqlite3
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
+from conftest import char_tokenizer, one_line, run, tiny_llama
 
 import welore_core as wc
-from conftest import char_tokenizer, one_line, run, tiny_llama
 from welore_core.compression.plan import rankmap as rankmap_mod
 from welore_core.utils import atomic_folder, atomic_write_bytes
 
@@ -58,7 +58,8 @@ def test_cache_writes_into_a_full_disk_name_the_file(tmp_path: Path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("tempfile.mkstemp", full)
-    with pytest.raises(wc.WeLoreError, match=r"record\.sv: no space left on its device \(the device filled up writing about 0\.0 MiB"):
+    with pytest.raises(wc.WeLoreError,
+                       match=r"record\.sv: no space left on its device \(the device filled up writing about 0\.0 MiB"):
         atomic_write_bytes(tmp_path / "record.sv", b"12345")
 
 

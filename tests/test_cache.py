@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_llama
+
 from welore_core import compute_spectra
 from welore_core.compression.spectra import compute as spectra_mod
 from welore_core.compression.spectra.cache import SpectraCache

@@ -10,8 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import welore_core as wc
-from welore_core.compression.plan import normalize
 from dashboard import explorer
+from welore_core.compression.plan import normalize
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import char_tokenizer, tiny_llama
 
 import welore_core as wc
-from conftest import char_tokenizer, tiny_llama
 
 HELPER = Path(__file__).parent / "helpers" / "dp_finetune.py"
 # the same rows and the same averaged gradient; only the order of float32 sums differs between one process

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CHARS, tiny_llama
+
 from welore_core.data import downstream as ds
 from welore_core.utils import data_dir
 
@@ -80,8 +80,7 @@ def test_finetuning_on_a_task_teaches_a_tiny_model_its_answer(tmp_path: Path, mo
     """Every answer is "yes": before training the random model never says it, after a short run it always does."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from welore_core.finetune import FinetuneConfig
-    from welore_core.finetune import run_finetune
+    from welore_core.finetune import FinetuneConfig, run_finetune
 
     names = ["bo", "al", "cy", "di", "ed", "flo", "gus"]
     rows = [{"question": f"A coin is heads up. {a} flips it. {b} flips it. Is it up?", "answer": "yes"}

@@ -13,20 +13,23 @@ import torch
 
 import welore_core as wc
 from welore_core.compression.plan import normalize
-from welore_core.dynamics import DynamicsConfig, build_model, run_dynamics
+from welore_core.data import load_corpus as load_text
+from welore_core.data import split_probe, tokenize
 from welore_core.dynamics import (
+    DynamicsConfig,
     EmergenceConfig,
+    build_model,
     claim_check,
     cosine_matrix,
+    count_sketch,
     emergence_summary,
     gradient_cosine,
     gradient_cosines,
     gradient_vectors,
     load_run,
+    run_dynamics,
     spectra_over_time,
 )
-from welore_core.data import load_corpus as load_text, split_probe, tokenize
-from welore_core.dynamics import count_sketch
 from welore_core.evaluation import JobCancelled
 
 ROOT = Path(__file__).resolve().parent.parent

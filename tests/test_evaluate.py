@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import char_tokenizer, tiny_llama
+
 from welore_core import WeLoreError
 from welore_core.data import load_corpus, tokenize_corpus, windows_of
 from welore_core.evaluation import EvalConfig, perplexity

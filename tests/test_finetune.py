@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import char_tokenizer, tiny_llama
 from safetensors import safe_open
 
 import welore_core as wc
-from conftest import char_tokenizer, tiny_llama
-from welore_core.models import LowRankLinear
 from welore_core.compression.apply import compress_to, save_compressed
 from welore_core.evaluation import JobCancelled
 from welore_core.finetune import MODES, FinetuneConfig, build_optimizer, prepare_model, run_finetune, state_bytes
 from welore_core.finetune.modes import block_matrices
-
+from welore_core.models import LowRankLinear
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
@@ -145,8 +144,8 @@ def test_a_cancelled_run_resumes_to_the_same_weights(mode: str, compressed_dir: 
 def test_output_keeps_the_input_dtypes_reloads_and_evaluates(tmp_path: Path, corpus_file: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from welore_core.cli import main
-    from welore_core.evaluation import EvalConfig, perplexity
     from welore_core.data import split_text
+    from welore_core.evaluation import EvalConfig, perplexity
 
     model, report = compressed_llama()
     folder = save_compressed(model.to(torch.bfloat16), tmp_path / "bf16", report)

@@ -5,15 +5,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import char_tokenizer, tiny_llama
 from streamlit.testing.v1 import AppTest
 
 import welore_core as wc
-from conftest import char_tokenizer, tiny_llama
 from welore_core.compression.apply import save_compressed
-from welore_core.compression.apply import compress_to
+from welore_core.evaluation import wait
 from welore_core.figures import loss_curves_figure
 from welore_core.finetune import finetune_runs, with_ratios
-from welore_core.evaluation import wait
 
 PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "page_finetune.py")
 

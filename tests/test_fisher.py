@@ -9,12 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_llama
 
 import welore_core as wc
-from conftest import tiny_llama
+from welore_core.compression.plan import greedy_ranks, kept_params, truncation_loss
 from welore_core.compression.spectra import fisher_spectra, output_fisher
-from welore_core.compression.plan import kept_params
-from welore_core.compression.plan import greedy_ranks, truncation_loss
 
 
 def _reference_fisher(model: torch.nn.Module, batches: list[torch.Tensor], names: list[str]) -> dict[str, float]:
@@ -23,7 +22,7 @@ def _reference_fisher(model: torch.nn.Module, batches: list[torch.Tensor], names
     counts = {n: 0 for n in names}
     for batch in batches:
         outs: dict[str, torch.Tensor] = {}
-        hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o))
+        hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n, outs=outs: outs.__setitem__(n, o))
                  for n in names]
         loss = model(input_ids=batch, labels=batch).loss * (batch.numel() - 1)
         for h in hooks:
@@ -156,7 +155,8 @@ def test_plan_and_compress_with_the_fisher_strategy(lm_dir, corpus_file, tmp_pat
 @pytest.mark.slow
 def test_a_sweep_plans_fisher_beside_greedy(lm_dir, corpus_file, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
     code, result, err = _cli(capsys, "sweep", str(lm_dir), "--params", "20", "--strategies", "greedy,fisher",
-                             "--calib", str(corpus_file), "--calib-samples", "4", "--calib-seqlen", "32", "--data", str(corpus_file), "--tokens", "256", "--seqlen", "32", "-o", str(tmp_path / "s"))
+                             "--calib", str(corpus_file), "--calib-samples", "4", "--calib-seqlen", "32", "--data",
+                             str(corpus_file), "--tokens", "256", "--seqlen", "32", "-o", str(tmp_path / "s"))
     assert code == 0, err
     rows = result["rows"]
     assert [r["strategy"] for r in rows] == ["dense", "greedy", "fisher"]

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import char_tokenizer, tiny_llama
+
 from welore_core.cli import main
 
 GOLDEN = Path(__file__).parent / "golden" / "cli.json"

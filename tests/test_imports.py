@@ -65,6 +65,24 @@ def test_parts_import_only_the_parts_below_them() -> None:
     assert not wrong, "imports against the layering: " + ", ".join(sorted(wrong))
 
 
+STEPS = {"spectra": 0, "plan": 1, "apply": 2}  # the paper's order inside compression/
+
+
+def test_compression_steps_import_only_earlier_steps() -> None:
+    """spectra -> plan -> apply, never back: a newcomer opening compression/ reads the method in order."""
+    modules = core_modules()
+
+    def step(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[2] if len(parts) > 2 and parts[1] == "compression" and parts[2] in STEPS else None
+
+    wrong = [f"{name} -> {target}" for name, path in modules.items() if step(name)
+             for target in imported(path) if target in modules and step(target)
+             and STEPS[step(target)] > STEPS[step(name)]]  # type: ignore[index]
+    assert not wrong, "compression steps importing a later step: " + ", ".join(sorted(wrong))
+    assert {p.name for p in (CORE / "compression").iterdir() if p.suffix == ".py"} == {"__init__.py"}
+
+
 def test_module_imports_form_no_circle() -> None:
     modules = core_modules()
     graph = {name: {t for t in imported(path) if t in modules and t != name} for name, path in modules.items()}

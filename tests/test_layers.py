@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import tiny_gpt2, tiny_llama, tiny_neox
+
 from welore_core import WeLoreError, discover_layers
 from welore_core.models import discover_from_names, find_blocks, select_layers
 

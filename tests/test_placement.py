@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import char_tokenizer, tiny_llama
 from safetensors import safe_open
 
 import welore_core as wc
-from conftest import char_tokenizer, tiny_llama
 from welore_core.cli import main
 from welore_core.compression.spectra import stream_values, values_of
 from welore_core.models import check_fits, weights_dtype

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import one_line, run
 
 import welore_core as wc
-from conftest import one_line, run
 from welore_core.utils import atomic_folder, check_output, os_error_message, remove_stale, write_files
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_gpt2
 from safetensors.torch import save_file
 
-from conftest import tiny_gpt2
 from welore_core import SpectraConfig, WeLoreError, compute_spectra
 from welore_core.compression.spectra import effective_rank, singular_values, stable_rank
 

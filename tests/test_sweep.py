@@ -7,11 +7,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_budget import synthetic
 
 import welore_core as wc
-from welore_core.compression.plan import plan_from_ranks
-from test_budget import synthetic
-from welore_core.compression.plan import greedy_err_ranks, truncation_loss
+from welore_core.compression.plan import greedy_err_ranks, plan_from_ranks, truncation_loss
 
 
 def with_bias(spectra: wc.Spectra) -> wc.Spectra:

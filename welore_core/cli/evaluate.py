@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..compression.plan import CALIBRATED
 from ..compression.apply import CompressionConfig
+from ..compression.plan import CALIBRATED
 from ..errors import WeLoreError
-from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, sensitivity_of, perplexity_sweep
+from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, perplexity_sweep, sensitivity_of
 from ..figures import sensitivity_figure, sweep_figure
 from ..figures.html import write_reports
 from .common import add_model, add_output, config_from, human, option, output_of, placement_options, tqdm_progress

@@ -11,12 +11,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..compression.plan import read_rankmap
 from ..data import TASKS
 from ..finetune import MODES, PRECISIONS, SCHEDULERS, FinetuneConfig, run_finetune
 from ..finetune.config import OPTIMIZERS
-from ..models import WEIGHT_DTYPES
-from ..compression.plan import read_rankmap
-from ..models import resolve_model
+from ..models import WEIGHT_DTYPES, resolve_model
 from .common import add_model, add_output, config_from, human, option, output_of, tqdm_progress
 from .planning import warn_foreign_rankmap
 

@@ -10,11 +10,17 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..compression.plan import CALIBRATED, DATA_AWARE, STRATEGIES, PlanConfig, sensitivity_weights
-from ..compression.spectra import Calibration, Spectra, calibrated_fisher, calibrated_spectra
 from ..compression.apply import CompressionConfig
-from ..compression.plan import BYTES
-from ..compression.plan import fingerprint_note
+from ..compression.plan import (
+    BYTES,
+    CALIBRATED,
+    DATA_AWARE,
+    STRATEGIES,
+    PlanConfig,
+    fingerprint_note,
+    sensitivity_weights,
+)
+from ..compression.spectra import Calibration, Spectra, calibrated_fisher, calibrated_spectra
 from ..errors import WeLoreError
 from ..models import ModelSource, load_tokenizer, source_fingerprint
 from .common import option, tqdm_progress

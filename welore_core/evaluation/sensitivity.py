@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from ..models import LowRankLinear
 from ..compression.apply import factor_layer, truncate_layer
 from ..errors import WeLoreError
-from ..models import LayerInfo, discover_layers, set_module
+from ..models import LayerInfo, LowRankLinear, discover_layers, set_module
 from ..utils import Progress
 from .perplexity import EvalConfig, perplexity
 from .runs import load_for_eval, token_ids

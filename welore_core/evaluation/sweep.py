@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..compression.plan import CALIBRATED, DATA_AWARE, GREEDY, PlanConfig, make_plan, prepare_scores
-from ..compression.spectra import (Calibration, Spectra, SpectraConfig, calibrated_fisher, calibrated_spectra,
-                                   compute_spectra)
 from ..compression.apply import CompressionConfig
+from ..compression.plan import CALIBRATED, DATA_AWARE, GREEDY, PlanConfig, make_plan, prepare_scores
+from ..compression.spectra import (
+    Calibration,
+    Spectra,
+    SpectraConfig,
+    calibrated_fisher,
+    calibrated_spectra,
+    compute_spectra,
+)
 from ..errors import WeLoreError
 from ..utils import Progress
 from .perplexity import EvalConfig
@@ -63,6 +69,7 @@ def perplexity_sweep(spec: str | Path | None, errs: list[float], strategies: lis
                      "seconds": round(time.perf_counter() - start, 3), "cached": cached,
                      "mode": "dense" if plan is None else compression.mode, "act_svd": compression.act_svd})
         if progress:
-            label = "dense" if config is None else f"{config.strategy} {config.err if config.err is not None else config.params:g} %"
+            target = None if config is None else config.err if config.err is not None else config.params
+            label = "dense" if config is None else f"{config.strategy} {target:g} %"
             progress(i, len(points) + 1, label)
     return pd.DataFrame(rows)

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import LowRankLinear
 from ..errors import WeLoreError, WeLoreWarning
-from ..models import discover_layers, find_blocks, unique_parameters
+from ..models import LowRankLinear, discover_layers, find_blocks, unique_parameters
 from ..utils import lr_factor
 from .config import FinetuneConfig
+
 
 @dataclass
 class Prepared:

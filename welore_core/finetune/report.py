@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..evaluation import Registry
+
 COLUMNS = ("id", "created", "mode", "model", "data", "steps", "seqlen", "batch_size", "trainable_params",
            "total_params", "final_loss",
            "heldout_ppl_before", "heldout_ppl_after", "wikitext_ppl_after", "accuracy_after", "peak_memory_mib",

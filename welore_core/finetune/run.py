@@ -20,17 +20,33 @@ from torch import nn
 
 from ..compression.apply import CompressionConfig, compress_to, read_report
 from ..compression.plan import PlanConfig, plan_target, read_rankmap, target_ranks
-from ..models import load_model
 from ..errors import WeLoreError
 from ..evaluation import Registry, folder_plan_hash, plan_hash, run_key
-from ..models import (ModelSource, check_seqlen, check_source_seqlen, load_tokenizer, resolve_model, source_fingerprint,
-                      stored_dtypes)
+from ..models import (
+    ModelSource,
+    check_seqlen,
+    check_source_seqlen,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    source_fingerprint,
+    stored_dtypes,
+)
 from ..utils import Progress, at_step, read_json, silent
 from ..utils import check_output as check_path
 from .batches import TrainData, load_data, measure
 from .config import FinetuneConfig
-from .folders import (LORA_BASE, RECORD, Layout, cast_like_input, check_output, latest_checkpoint, remove_checkpoints,
-                      save_model, save_output)
+from .folders import (
+    LORA_BASE,
+    RECORD,
+    Layout,
+    cast_like_input,
+    check_output,
+    latest_checkpoint,
+    remove_checkpoints,
+    save_model,
+    save_output,
+)
 from .loop import LoopStats, Session
 from .result import FinetuneResult
 
@@ -133,7 +149,8 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     if resume is not None and resume[1].get("key") != key:
         old = resume[1].get("config", {})
         diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity["config"].items() if old.get(k) != v]
-        raise WeLoreError(f"{root} holds a checkpoint of another run ({'; '.join(diff) or 'other input, data, device or process count'}); "
+        what = "; ".join(diff) or "other input, data, device or process count"
+        raise WeLoreError(f"{root} holds a checkpoint of another run ({what}); "
                           "delete it, or write to another output")
     say: Progress = progress or silent
     state: dict[str, Any] = {"key": key, "config": identity["config"], "step": 0, "loss_curve": [], "before": {},

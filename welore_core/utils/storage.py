@@ -12,13 +12,12 @@ import fcntl
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import WeLoreError
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -12,7 +12,6 @@ Component (LRC) and is factored as A (out x r) · B (r x in); the others (N-LRCs
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,9 +20,16 @@ from ...errors import WeLoreError
 from ..spectra.compute import Spectra
 from .budget import BYTES, size_to_pct, solve_k_for_params, uniform_param_ranks
 from .greedy import greedy_ranks
+from .threshold import (
+    NORMALIZATIONS,
+    energy_share,
+    normalize,
+    paper_threshold,
+    ranks_at,
+    solve_threshold,
+    solve_threshold_below,
+)
 from .totals import PlanTotals, RankTable
-from .threshold import (NORMALIZATIONS, energy_share, normalize, paper_threshold, ranks_at, solve_threshold,
-                        solve_threshold_below)
 
 STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy", "fisher")
 DATA_AWARE = ("whitened", "greedy", "fisher")  # plan on whitened spectra (calibration statistics): whitened.py, fisher.py

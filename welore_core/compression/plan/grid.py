@@ -15,11 +15,20 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import WeLoreError
+from ..spectra.compute import Spectra
+from .allocate import (
+    GREEDY,
+    THRESHOLD,
+    PlanConfig,
+    Scores,
+    allocate_ranks,
+    check_basis,
+    energy_tails,
+    scores_for,
+    threshold_of,
+)
 from .greedy import greedy_err_ranks
 from .threshold import ranks_at
-from .allocate import (GREEDY, THRESHOLD, PlanConfig, Scores, allocate_ranks, check_basis, energy_tails, scores_for,
-                       threshold_of)
-from ..spectra.compute import Spectra
 from .totals import PlanTotals, RankTable
 
 ERR_GRID = tuple(i / 2 for i in range(199))  # 0, 0.5, ..., 99 %: the ERR slider's steps

@@ -13,8 +13,8 @@ from typing import Any
 from ...errors import RankMapError, WeLoreError
 from ...models import LayerInfo
 from ...utils import atomic_write_text, read_capped, regular_file
-from .allocate import GREEDY, PlanConfig, RankPlan, plan_from_ranks
 from ..spectra.compute import Spectra
+from .allocate import GREEDY, PlanConfig, RankPlan, plan_from_ranks
 
 SCHEMA_ID = "welore.rankmap/v1"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "rankmap.v1.schema.json"

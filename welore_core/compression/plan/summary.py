@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .allocate import RankPlan
 from ..spectra.compute import Spectra
+from .allocate import RankPlan
 
 
 def spectra_by_type(spectra: Spectra) -> pd.DataFrame:

@@ -8,7 +8,6 @@ search over 0..1 in steps of 0.005; here it is solved exactly from the pooled so
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import numpy as np

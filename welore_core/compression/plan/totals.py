@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .budget import BYTES, pct_removed
 from ..spectra.compute import Spectra
-
+from .budget import BYTES, pct_removed
 
 
 @dataclass(frozen=True)

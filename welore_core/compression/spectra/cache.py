@@ -103,7 +103,8 @@ class SpectraCache:
         """The cached layer list, if it was discovered the same way (same config, same discovery code)."""
         try:
             meta = json.loads((self.dir.parent / "meta.json").read_text())
-            if (meta.get("version"), meta.get("fingerprint"), meta.get("discovery")) != (META_VERSION, self.fingerprint, discovery):
+            stored = (meta.get("version"), meta.get("fingerprint"), meta.get("discovery"))
+            if stored != (META_VERSION, self.fingerprint, discovery):
                 return None
             meta["layers"] = [LayerInfo(**{**l, "shape": tuple(l["shape"])}) for l in meta["layers"]]
             return meta

@@ -16,8 +16,8 @@ from ...errors import WeLoreError
 from ...models import count_parameters, dense_weight, discover_layers, module_fingerprint
 from ...utils import Progress
 from .calibration import Calibration, calibration_batches, collect_grams, damped_cholesky
-from .fisher import fisher_spectra, output_fisher
 from .compute import Spectra, SpectraConfig
+from .fisher import fisher_spectra, output_fisher
 from .svd import values_of
 
 
