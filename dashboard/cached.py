@@ -36,7 +36,7 @@ def explorer_grid(fingerprint: str, setting: str, strategy: str, normalization: 
     axes = ("err", "k") if strategy in wc.THRESHOLD else ("err",)
     sweeps = {axis: wc.plan_grid(_spectra, config, axis, scores=_scores) for axis in axes}
     grid_id = f"{fingerprint[:16]}:{setting}:{strategy}:{normalization}:{min_ratio:g}"
-    return grid_id, explorer.grid_payload(_spectra, sweeps, strategy, min_ratio)
+    return grid_id, explorer.grid_payload(_spectra, sweeps, strategy)
 
 
 def fingerprint(model: str) -> str:

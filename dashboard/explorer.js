@@ -124,10 +124,11 @@ function layout(ui, grid) {  // geometry of the heatmap for the current width (a
 
 function paint(ui, grid, point) {
   ui.ranks = point.ranks;
+  ui.lrc = point.lrc;  // the core's partition: no rule is applied here
   for (let i = 0; i < point.ranks.length; i++) {
     const reduction = 1 - point.ranks[i] / grid.full[i];
     ui.rects[i].setAttribute("fill", PALETTE[Math.round(reduction * 100)]);
-    ui.dots[i].style.display = reduction > grid.min_ratio ? "" : "none";
+    ui.dots[i].style.display = point.lrc[i] ? "" : "none";
   }
   point.metrics.forEach(([value, help, delta, worse], j) => {
     const c = ui.cells[j];
@@ -152,8 +153,8 @@ function pointOf(spec, value) {
   for (let i = 1; i < spec.targets.length; i++) {
     if (Math.abs(spec.targets[i] - value) < Math.abs(spec.targets[best] - value)) best = i;
   }
-  return { err: spec.err[best], k: spec.k[best], ranks: spec.ranks[best], metrics: spec.metrics[best],
-    target: spec.targets[best] };
+  return { err: spec.err[best], k: spec.k[best], ranks: spec.ranks[best], lrc: spec.lrc[best],
+    metrics: spec.metrics[best], target: spec.targets[best] };
 }
 
 function nextSeq() {  // page-wide and rising: a pick never repeats one the session stored before a remount
@@ -169,10 +170,7 @@ export default function (component) {
   if (!st || st.id !== data.id) {  // a new model, strategy, normalisation or LRC ratio: a new grid
     // The server sends a grid until a pick says the browser holds it; held per page, across remounts.
     const grids = (window.__weloreGrids ||= new Map());
-    if (data.grid) {
-      grids.set(data.id, JSON.parse(data.grid));
-      window.__weloreGridParses = (window.__weloreGridParses || 0) + 1;
-    }
+    if (data.grid) grids.set(data.id, JSON.parse(data.grid));
     const grid = grids.get(data.id);
     if (!grid) {  // the page lost it (a reload of the script, a cleared cache): ask for it again
       setStateValue("pick", { axis: null, value: null, seq: nextSeq(), have: null });
@@ -183,6 +181,7 @@ export default function (component) {
     st = root.__welore = { id: data.id, grid, ui: build(root, grid), sentSeq: 0, timer: null, shown: null,
       moving: false };
     layout(st.ui, grid);
+    root.dataset.grid = data.id;  // which grid is drawn (as data-synced says whether the page has caught up)
     st.width = root.clientWidth;
     st.observer = new ResizeObserver(() => {
       if (st.width === root.clientWidth) return;
@@ -219,7 +218,7 @@ export default function (component) {
       if (i === undefined || !st.ui.ranks) { tip.style.display = "none"; return; }
       const r = st.ui.ranks[i], full = grid.full[i], reduction = 1 - r / full;
       tip.textContent = `${grid.names[i]} · rank ${r} / ${full} · reduction ${(100 * reduction).toFixed(1)} % · `
-        + (reduction > grid.min_ratio ? "LRC" : "N-LRC");
+        + (st.ui.lrc[i] ? "LRC" : "N-LRC");
       const box = st.ui.wrap.getBoundingClientRect();  // offsetX of an SVG child is not relative to the wrap
       tip.style.display = "block";
       tip.style.left = `${e.clientX - box.left + 12}px`;
@@ -237,7 +236,7 @@ export default function (component) {
   const key = JSON.stringify([cur.axis, cur.value, cur.err, cur.k]);
   if (st.shown === key) return;
   st.shown = key;
-  st.ui.point = { err: cur.err, k: cur.k, ranks: cur.ranks, metrics: cur.metrics, target: cur.value };
+  st.ui.point = { err: cur.err, k: cur.k, ranks: cur.ranks, lrc: cur.lrc, metrics: cur.metrics, target: cur.value };
   paint(st.ui, st.grid, st.ui.point);
   if (cur.axis === "err" || cur.axis === "k") st.ui.inputs[cur.axis].input.value = cur.value;
   place(st.ui, st.ui.point, cur.axis);

@@ -17,13 +17,14 @@ from typing import Any, Mapping, MutableMapping
 import streamlit as st
 
 import welore_core as wc
+from dashboard.settings import Keys
 
 HERE = Path(__file__).parent
 LABELS = ("Achieved ERR", "LRC / N-LRC", "Parameters", "Trainable (LRC)", "Memory bf16 / fp32", "Mean rel. error")
 ERR_LABEL = "Target effective rank reduction (ERR, %)"
 K_LABELS = {"welore": "Threshold k (normalised singular value)", "energy": "k: energy kept per layer",
             "uniform": "k: reduction ratio (follows ERR)", "greedy": "k: none (greedy has no threshold)"}
-RANGES = {"err": (0.0, 99.0), "k": (0.0, 1.0)}  # what a pick may set: the sliders' ranges
+RANGES = {Keys.ERR: (0.0, 99.0), Keys.K: (0.0, 1.0)}  # what a pick may set: the sliders' ranges
 _component = st.components.v2.component(
     "welore_explorer", js=(HERE / "explorer.js").read_text(), css=(HERE / "explorer.css").read_text(),
     isolate_styles=False)  # in the page's DOM: the app's fonts, and tests and benches find it without shadow roots
@@ -50,22 +51,23 @@ def metric_cells(totals: wc.PlanTotals, k: float | None) -> list[list[Any]]:
 
 def _axis(sweep: wc.PlanGrid, label: str, step: float) -> dict[str, Any]:
     return {"label": label, "min": sweep.targets[0], "max": sweep.targets[-1], "step": step,
-            "targets": list(sweep.targets), "ranks": sweep.ranks.tolist(),
+            "targets": list(sweep.targets), "ranks": sweep.ranks.tolist(), "lrc": sweep.lrc.astype(int).tolist(),
             "k": list(sweep.k),
             "err": [t.achieved_err for t in sweep.totals],
             "metrics": [metric_cells(t, k) for t, k in zip(sweep.totals, sweep.k)]}
 
 
-def grid_payload(spectra: wc.Spectra, sweeps: dict[str, wc.PlanGrid], strategy: str, min_ratio: float) -> str:
+def grid_payload(spectra: wc.Spectra, sweeps: dict[str, wc.PlanGrid], strategy: str) -> str:
     """Everything the browser needs to move the sliders on its own, as one JSON string: the layers' places in the
-    heatmap and full ranks, and per grid point (`sweeps` by axis) the ranks, k, achieved ERR and formatted totals."""
+    heatmap and full ranks, and per grid point (`sweeps` by axis) the ranks, LRC flags, k, achieved ERR and
+    formatted totals. The browser applies no rule of its own: which layer is an LRC comes from the core."""
     kinds = list(dict.fromkeys(l.kind for l in spectra.layers))
     blocks = sorted({l.block for l in spectra.layers})
     k = sweeps.get("k")
     return json.dumps({
         "names": [l.name for l in spectra.layers], "full": [l.full_rank for l in spectra.layers],
         "col": [kinds.index(l.kind) for l in spectra.layers], "row": [blocks.index(l.block) for l in spectra.layers],
-        "kinds": kinds, "blocks": blocks, "min_ratio": min_ratio, "labels": LABELS,
+        "kinds": kinds, "blocks": blocks, "labels": LABELS,
         "axes": {"err": _axis(sweeps["err"], ERR_LABEL, 0.5),
                  "k": None if k is None else _axis(k, K_LABELS[strategy], 0.005)},
         "k_label": K_LABELS[strategy]}, separators=(",", ":"))
@@ -75,11 +77,12 @@ def current(plan: wc.RankPlan, driver: str, seq: float = 0) -> dict[str, Any]:
     """The server's plan, as the browser draws a grid point, naming the last pick applied (`seq`): the browser
     draws it unless its slider has moved on."""
     value = {"err": plan.target_err, "k": plan.k, "params": plan.totals.params_removed_pct}.get(driver)
-    return {"axis": driver, "value": value, "ranks": [l.rank for l in plan.layers], "k": plan.k,
+    return {"axis": driver, "value": value, "ranks": [l.rank for l in plan.layers],
+            "lrc": [int(l.lrc) for l in plan.layers], "k": plan.k,
             "err": plan.achieved_err, "metrics": metric_cells(plan.totals, plan.k), "seq": seq}
 
 
-def apply_pick(state: MutableMapping[str, Any], pick: Mapping[str, Any] | None, key: str = "explorer") -> None:
+def apply_pick(state: MutableMapping[str, Any], pick: Mapping[str, Any] | None, key: str = Keys.EXPLORER) -> None:
     """A pick from the browser: {axis, value} within its slider's range becomes the plan's driver and target;
     `seq` is echoed back with the plan, and `have` (the grid the browser holds) spares resending it. Kept in plain
     session keys, which outlive the component's own state when the user visits another page."""
@@ -89,11 +92,11 @@ def apply_pick(state: MutableMapping[str, Any], pick: Mapping[str, Any] | None, 
         state[f"{key}_seq"] = pick["seq"]
     axis, value = pick.get("axis"), pick.get("value")
     if axis in RANGES and isinstance(value, (int, float)) and RANGES[axis][0] <= value <= RANGES[axis][1]:
-        state["driver"] = axis
+        state[Keys.DRIVER] = axis  # "err" or "k": Keys.ERR, Keys.K
         state[axis] = float(value)
 
 
-def explorer(grid_id: str, payload: str, plan: wc.RankPlan, driver: str, key: str = "explorer") -> None:
+def explorer(grid_id: str, payload: str, plan: wc.RankPlan, driver: str, key: str = Keys.EXPLORER) -> None:
     """Mount the explorer; a released slider reruns the fragment around it with its value (`apply_pick`). The grid
     goes with every mount until a pick says the browser holds it: a move then brings back the current plan alone,
     not half a megabyte of grid."""

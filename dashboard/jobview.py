@@ -8,14 +8,15 @@ import streamlit as st
 
 import welore_core as wc
 from dashboard.text import plain
+from dashboard.settings import Keys
 
 
 def launch(store: wc.JobStore, kind: str, params: dict[str, Any], fn: Callable[[wc.Progress], dict[str, Any]],
            param: str) -> str:
     """Start a job owned by this browser tab and put its id in the URL, so a reload finds it again."""
-    if "owner" not in st.session_state:
-        st.session_state.owner = uuid.uuid4().hex[:8]
-    job = wc.start_job(kind, params, fn, store, owner=st.session_state.owner)
+    if Keys.OWNER not in st.session_state:
+        st.session_state[Keys.OWNER] = uuid.uuid4().hex[:8]
+    job = wc.start_job(kind, params, fn, store, owner=st.session_state[Keys.OWNER])
     st.query_params[param] = job
     return job
 

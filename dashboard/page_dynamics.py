@@ -7,7 +7,6 @@ training. A new run can be launched as a background job (state in the registry, 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -16,15 +15,9 @@ import welore_core as wc
 from dashboard import cached
 from dashboard.jobview import job_panel, launch
 from dashboard.text import plain
-from welore_core.figures import (
-    METRICS,
-    emergence_curves_figure,
-    emergence_heatmap_figure,
-    gradient_cosine_figure,
-    loss_figure,
-    saturation_figure,
-    spectra_time_figure,
-)
+from dashboard.settings import Params, settings
+from welore_core.figures import (METRICS, emergence_curves_figure, emergence_heatmap_figure, gradient_cosine_figure,
+                                 loss_figure, saturation_figure, spectra_time_figure)
 
 st.title("Gradient dynamics")
 st.caption("Pretrain a small LLaMA from scratch and watch, per layer, whether its gradients keep changing and "
@@ -32,12 +25,13 @@ st.caption("Pretrain a small LLaMA from scratch and watch, per layer, whether it
 
 
 def _known_runs() -> list[str]:
-    found = [st.query_params.get("run", ""), os.environ.get("WELORE_DYNAMICS_RUN", "")]
+    found = [st.query_params.get(Params.DYNAMICS_RUN, ""), cfg.dynamics_run]
     registry = wc.Registry.default().frame("dynamics")
     found += [str(m) for m in registry["model"]] if not registry.empty else []
     return [f for f in dict.fromkeys(found) if f and wc.RunFolder.of(f).is_run()]
 
 
+cfg = settings()
 store = wc.JobStore()
 with st.sidebar:
     st.header("Run")
@@ -56,12 +50,12 @@ with st.sidebar:
 with st.expander("Launch a new run", expanded=not known and not typed):
     with st.form("launch"):
         c1, c2, c3, c4 = st.columns(4)
-        wanted = os.environ.get("WELORE_DYNAMICS_PRESET", "small")
+        wanted = cfg.dynamics_preset
         preset = c1.selectbox("Model preset", wc.presets(), index=wc.presets().index(wanted) if wanted in wc.presets() else 0)
-        steps = c2.number_input("Steps (0 = preset's)", 0, 1_000_000, int(os.environ.get("WELORE_DYNAMICS_STEPS", "0")))
-        every = c3.number_input("Record every (0 = preset's)", 0, 100_000, int(os.environ.get("WELORE_DYNAMICS_EVERY", "0")))
+        steps = c2.number_input("Steps (0 = preset's)", 0, 1_000_000, cfg.dynamics_steps)
+        every = c3.number_input("Record every (0 = preset's)", 0, 100_000, cfg.dynamics_every)
         seed = c4.number_input("Seed", 0, 2**31 - 1, 0)
-        data = st.text_input("Data", os.environ.get("WELORE_DYNAMICS_DATA", "tinyshakespeare"),
+        data = st.text_input("Data", cfg.dynamics_data,
                              help="tinyshakespeare, wikitext2, c4, hub:<dataset>[:<config>] or a text file")
         out = st.text_input("Run folder (empty = cache/dynamics/<preset>-<settings hash>)", "")
         launched = st.form_submit_button("Launch", type="primary")
@@ -71,21 +65,21 @@ with st.expander("Launch a new run", expanded=not known and not typed):
                                     every=int(every) or None, seed=int(seed))
             target = Path(out.strip()) if out.strip() else wc.default_folder(config)
             launch(store, "dynamics", {"preset": preset, "data": data, "steps": config.steps, "folder": str(target)},
-                   lambda progress: wc.run_dynamics(config, target, progress), "dyn_job")
+                   lambda progress: wc.run_dynamics(config, target, progress), Params.DYNAMICS_JOB)
         except wc.WeLoreError as problem:
             st.error(plain(problem))
 
     @st.fragment(run_every=1.0)
     def follow() -> None:
-        if not st.query_params.get("dyn_job"):
+        if not st.query_params.get(Params.DYNAMICS_JOB):
             return
-        state = job_panel(store, "dyn_job")
+        state = job_panel(store, Params.DYNAMICS_JOB)
         if state is not None and state.result:
             folder = state.result["folder"]
             st.success(f"Run finished: {plain(folder)} ({state.result['params'] / 1e6:.2f}M parameters, "
                        f"probe loss {state.result['probe_loss']:.3f})")
-            if st.query_params.get("run") != folder:
-                st.query_params["run"] = folder
+            if st.query_params.get(Params.DYNAMICS_RUN) != folder:
+                st.query_params[Params.DYNAMICS_RUN] = folder
                 st.rerun()
 
     follow()

@@ -5,7 +5,6 @@ registry, so the page can be reloaded (the job id is in the URL) and tabs do not
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,13 @@ import welore_core as wc
 from dashboard.jobview import job_panel, launch
 from dashboard.state import picked_model, placement_setting, svd_setting
 from dashboard.text import plain
+from dashboard.settings import PLAN_STRATEGIES, Keys, Params, settings
 
 st.title("Compress & evaluate")
 model, info = picked_model()
-applied: dict[str, Any] | None = st.session_state.get("applied_rankmap")
-choices = ["welore", "uniform", "energy", "dense (no compression)"]
+applied: dict[str, Any] | None = st.session_state.get(Keys.APPLIED_RANKMAP)
+choices = [*PLAN_STRATEGIES, "dense (no compression)"]
+cfg = settings()
 if applied:
     choices.insert(0, f"rank map: {applied['name']}")
 
@@ -29,10 +30,10 @@ with st.form("launch"):
     err = c2.number_input("Target ERR (%)", 0.0, 95.0, 20.0, 5.0)
     mode = c3.selectbox("Mode", ["lrc", "all"], help="lrc: factor LRCs only; all: every layer at its rank")
     d1, d2, d3 = st.columns(3)
-    data = d1.text_input("Data", value=os.environ.get("WELORE_EVAL_DATA", "wikitext2"),
+    data = d1.text_input("Data", value=cfg.eval_data,
                          help="wikitext2, c4 (hub) or a path to a text file")
-    tokens = d2.number_input("Token budget", 64, 10_000_000, int(os.environ.get("WELORE_EVAL_TOKENS", 8192)), 1024)
-    seqlen = d3.number_input("Window (seqlen)", 2, 32768, int(os.environ.get("WELORE_EVAL_SEQLEN", 512)), 64)
+    tokens = d2.number_input("Token budget", 64, 10_000_000, cfg.eval_tokens, 1024)
+    seqlen = d3.number_input("Window (seqlen)", 2, 32768, cfg.eval_seqlen, 64)
     save_to = st.text_input("Save the compressed model to (optional folder)", "")
     launched = st.form_submit_button("Launch", type="primary")
 
@@ -55,17 +56,17 @@ if launched:
                                         "data": data, "tokens": int(tokens), "seqlen": int(seqlen)},
                lambda progress: wc.compress_and_evaluate(spec, target, config, compression, progress, save_to=saved,
                                                          spectra=spectra_config),
-               "job")
+               Params.EVAL_JOB)
     except wc.WeLoreError as problem:
         st.error(plain(problem))
 
 
 @st.fragment(run_every=1.0)
 def follow() -> None:
-    state = job_panel(store, "job")
+    state = job_panel(store, Params.EVAL_JOB)
     if state is not None and state.result:
-        if st.session_state.get("charted_job") != state.id:  # once: redraw the whole page so the chart shows it
-            st.session_state.charted_job = state.id
+        if st.session_state.get(Keys.CHARTED_JOB) != state.id:  # once: redraw the whole page so the chart shows it
+            st.session_state[Keys.CHARTED_JOB] = state.id
             st.rerun(scope="app")
         r = state.result
         cols = st.columns(4)

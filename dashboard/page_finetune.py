@@ -5,7 +5,6 @@ steps; every run lands in the run registry, where the comparison below reads it 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -14,6 +13,7 @@ import welore_core as wc
 from dashboard.jobview import job_panel, launch
 from dashboard.state import picked_model, placement_setting
 from dashboard.text import plain
+from dashboard.settings import Params, settings
 
 st.title("Fine-tune")
 st.caption("WeLore's proposal (arXiv 2407.11239 §4): train only the factors of the Low-Rank Components, N-LRCs "
@@ -21,7 +21,8 @@ st.caption("WeLore's proposal (arXiv 2407.11239 §4): train only the factors of 
 model, info = picked_model()  # a compressed folder; a dense model is compressed at the ERR below first
 st.caption(f"Model: **{plain(info.label)}** ({info.kind})" + ("" if info.kind == "compressed" else
                                                        " — dense: compressed at the ERR below before training"))
-default_data = os.environ.get("WELORE_FT_DATA", str(wc.data_dir() / "tinyshakespeare" / "input.txt"))
+cfg = settings()
+default_data = cfg.ft_data
 
 with st.form("finetune"):
     modes = st.multiselect("Modes", list(wc.FINETUNE_MODES), default=["lrc", "full"], key="ft_modes")
@@ -30,8 +31,8 @@ with st.form("finetune"):
     data = c2.text_input("Text file", value=default_data, key="ft_data", help="a text file, wikitext2 or hub:NAME")
     task = c3.selectbox("Task", sorted(wc.TASKS), key="ft_task")
     d1, d2, d3, d4 = st.columns(4)
-    steps = d1.number_input("Steps", 1, 100_000, int(os.environ.get("WELORE_FT_STEPS", "20")), key="ft_steps")
-    seqlen = d2.number_input("Seqlen", 8, 8192, int(os.environ.get("WELORE_FT_SEQLEN", "128")), key="ft_seqlen")
+    steps = d1.number_input("Steps", 1, 100_000, cfg.ft_steps, key="ft_steps")
+    seqlen = d2.number_input("Seqlen", 8, 8192, cfg.ft_seqlen, key="ft_seqlen")
     batch = d3.number_input("Batch size", 1, 512, 4, key="ft_batch")
     lr = d4.number_input("Learning rate", 1e-7, 1.0, 1e-4, format="%.1e", key="ft_lr")
     e1, e2, e3, e4 = st.columns(4)
@@ -39,7 +40,7 @@ with st.form("finetune"):
     forget = e1.number_input("WikiText-2 tokens (0: skip)", 0, 1_000_000, 4096, 512, key="ft_forget")
     lora_rank = e2.number_input("LoRA rank", 1, 1024, 8, key="ft_lora")
     galore_rank = e3.number_input("GaLore rank", 1, 4096, 128, key="ft_galore")
-    out = st.text_input("Output folder (one subfolder per mode)", value=os.environ.get("WELORE_FT_OUT", "out/finetune"),
+    out = st.text_input("Output folder (one subfolder per mode)", value=cfg.ft_out,
                         key="ft_out")
     launched = st.form_submit_button("Launch", type="primary")
 
@@ -63,14 +64,14 @@ if launched:
         params = {"model": model, "modes": modes, "steps": int(steps), "data": config.data or config.task}
         folder = Path(out).expanduser()
         launch(store, "finetune", params, lambda progress: {"runs": wc.run_modes(spec, config, modes, folder, progress)},
-               "ft")
+               Params.FINETUNE_JOB)
     except wc.WeLoreError as problem:
         st.error(plain(problem))
 
 
 @st.fragment(run_every=1.0)
 def follow() -> None:
-    state = job_panel(store, "ft")
+    state = job_panel(store, Params.FINETUNE_JOB)
     if state is not None and state.result:
         df = wc.runs_frame(state.result["runs"])
         st.plotly_chart(wc.figures.loss_curves_figure(df.assign(id=range(1, len(df) + 1))), width="stretch", theme=None,

@@ -14,9 +14,9 @@ import welore_core as wc
 from dashboard import cached, explorer, plan_tabs
 from dashboard.state import picked_model, spectra_with_progress
 from dashboard.text import plain
+from dashboard.settings import PLAN_STRATEGIES, Keys
 
 TABS = ["Rank plan", "Spectra", "Layers", "Compare strategies", "Rank map"]
-STRATEGIES = [s for s in wc.STRATEGIES if s not in wc.CALIBRATED]  # those plan on calibrated spectra: CLI --calib
 
 st.title("WeLore Studio")
 st.caption("Where is this LLM low-rank? Singular values per layer, one global threshold k, layer-adaptive ranks "
@@ -35,50 +35,51 @@ def _plan(strategy: str, normalization: str, min_ratio: float, scores: wc.Scores
     and the target that made it."""
     state = st.session_state
     common = {"strategy": strategy, "normalization": normalization, "min_ratio": min_ratio}
-    if state.driver == "k" and strategy in wc.THRESHOLD and "k" in state:
-        return wc.make_plan(spectra, wc.PlanConfig(k=state.k, **common), scores), "k"
-    if state.driver == "params" and "params" in state:
-        return wc.make_plan(spectra, wc.PlanConfig(params=state.params, **common), scores), "params"
-    return wc.make_plan(spectra, wc.PlanConfig(err=state.err, **common), scores), "err"
+    driver = state[Keys.DRIVER]
+    if driver == Keys.K and strategy in wc.THRESHOLD and Keys.K in state:
+        return wc.make_plan(spectra, wc.PlanConfig(k=state[Keys.K], **common), scores), Keys.K
+    if driver == Keys.PARAMS and Keys.PARAMS in state:
+        return wc.make_plan(spectra, wc.PlanConfig(params=state[Keys.PARAMS], **common), scores), Keys.PARAMS
+    return wc.make_plan(spectra, wc.PlanConfig(err=state[Keys.ERR], **common), scores), Keys.ERR
 
 
 def plan_settings() -> None:
     """Strategy, normalisation and LRC ratio: outside the fragment (a change reruns the page; a slider move does
     not redraw them)."""
     c1, c2, c3 = st.columns(3)
-    strategy = c1.selectbox("Strategy", STRATEGIES, key="strategy",
+    strategy = c1.selectbox("Strategy", PLAN_STRATEGIES, key=Keys.STRATEGY,
                             help="welore: one global threshold on normalised singular values; uniform: the same "
                                  "reduction everywhere; energy: keep a fraction of each layer's energy; greedy: "
                                  "rank where it removes the most energy per parameter")
-    c2.selectbox("Normalisation", list(wc.NORMALIZATIONS), key="normalization", disabled=strategy != "welore")
-    c3.number_input("LRC min ratio", 0.0, 1.0, 0.5, 0.05, key="min_ratio",
+    c2.selectbox("Normalisation", list(wc.NORMALIZATIONS), key=Keys.NORMALIZATION, disabled=strategy != "welore")
+    c3.number_input("LRC min ratio", 0.0, 1.0, wc.LRC_MIN_RATIO, 0.05, key=Keys.MIN_RATIO,
                     help="a layer whose rank is reduced by more than this is an LRC")
 
 
 @st.fragment
 def plan_panel() -> None:
     state = st.session_state
-    strategy, normalization, min_ratio = state.strategy, state.normalization, state.min_ratio
+    strategy, normalization, min_ratio = state[Keys.STRATEGY], state[Keys.NORMALIZATION], state[Keys.MIN_RATIO]
     scores = (cached.scores(spectra.fingerprint, spectra.config.setting, strategy, normalization, spectra)
               if strategy != "greedy" else None)
-    state.setdefault("err", 50.0)
-    state.setdefault("driver", "err")
+    state.setdefault(Keys.ERR, 50.0)
+    state.setdefault(Keys.DRIVER, Keys.ERR)
     plan, driver = _plan(strategy, normalization, min_ratio, scores)
     # the targets that did not drive the plan follow it
-    if driver != "err":
-        state.err = min(99.0, round(plan.achieved_err, 2))
-    if driver != "k":
-        state.k = float(plan.k or 0.0) if plan.k is not None and plan.k <= 1 else 0.0
-    if driver != "params":
-        state.params = min(95.0, round(plan.totals.params_removed_pct, 2))
+    if driver != Keys.ERR:
+        state[Keys.ERR] = min(99.0, round(plan.achieved_err, 2))
+    if driver != Keys.K:
+        state[Keys.K] = float(plan.k or 0.0) if plan.k is not None and plan.k <= 1 else 0.0
+    if driver != Keys.PARAMS:
+        state[Keys.PARAMS] = min(95.0, round(plan.totals.params_removed_pct, 2))
 
     def moved(which: str) -> None:
-        state.driver = which
+        state[Keys.DRIVER] = which
 
     grid_id, payload = cached.explorer_grid(spectra.fingerprint, spectra.config.setting, strategy, normalization,
                                             min_ratio, spectra, scores)
     explorer.explorer(grid_id, payload, plan, driver)
-    st.slider("Parameters removed (%)", 0.0, 95.0, step=0.5, key="params", on_change=moved, args=("params",),
+    st.slider("Parameters removed (%)", 0.0, 95.0, step=0.5, key=Keys.PARAMS, on_change=moved, args=(Keys.PARAMS,),
               help="of the analysed layers, each stored the smaller way (A·B or dense): the peers' convention; "
                    "solved exactly on the server, the ERR and k sliders follow")
     # lazy tabs: only the open one runs and is drawn, so a rested slider redraws one tab, not five

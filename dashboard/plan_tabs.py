@@ -13,6 +13,7 @@ import streamlit as st
 import welore_core as wc
 from dashboard import cached
 from dashboard.text import plain
+from dashboard.settings import Keys
 from welore_core.figures import compare_figure, reduction_heatmap_figure, spectra_heatmap_figure, spectra_lines_figure
 
 LAYER_COLUMNS = ["name", "block", "kind", "shape", "full_rank", "stable_rank", "effective_rank", "rank", "reduction",
@@ -138,5 +139,5 @@ def rankmap_tab(spectra: wc.Spectra, plan: wc.RankPlan) -> None:
     st.plotly_chart(reduction_heatmap_figure(imported.frame()).update_layout(title=html.escape(upload.name)),
                     width="stretch", theme=None)
     if st.button("Use this rank map on the Compress & evaluate page", key="apply_rankmap"):
-        st.session_state.applied_rankmap = {"name": upload.name, "data": data}
+        st.session_state[Keys.APPLIED_RANKMAP] = {"name": upload.name, "data": data}
         st.toast(f"{plain(upload.name)} will be offered on the Compress & evaluate page")

@@ -1,13 +1,13 @@
 """The model every page works on: picked once in the sidebar of app.py (entry-point widgets keep their
-state across pages), with $WELORE_MODEL as the default so `make run` and tests need no clicks."""
+state across pages), with $WELORE_MODEL as the default (dashboard.settings) so `make run` and tests need no clicks."""
 from __future__ import annotations
 
-import os
 
 import streamlit as st
 
 import welore_core as wc
 from dashboard.text import plain
+from dashboard.settings import Keys, settings
 
 KIND_LABELS = {
     "embedded": "Embedded SmolLM2-135M-Instruct",
@@ -26,22 +26,22 @@ PLACEHOLDERS = {
 
 def model_picker() -> None:
     """Sidebar: source kind + path. Call from the entry point only (its widgets then live on every page)."""
-    default = os.environ.get("WELORE_MODEL", "")
+    default = settings().model
     state = st.session_state
-    state.setdefault("source_kind", wc.guess_kind(default))
-    state.setdefault("source_path", default)
+    state.setdefault(Keys.SOURCE_KIND, wc.guess_kind(default))
+    state.setdefault(Keys.SOURCE_PATH, default)
     with st.sidebar:
         st.header("Model")
-        kind = st.radio("Source", list(wc.SOURCE_KINDS), format_func=KIND_LABELS.__getitem__, key="source_kind")
+        kind = st.radio("Source", list(wc.SOURCE_KINDS), format_func=KIND_LABELS.__getitem__, key=Keys.SOURCE_KIND)
         if kind != "embedded":
-            st.text_input("Path or id", key="source_path", placeholder=PLACEHOLDERS[kind])
+            st.text_input("Path or id", key=Keys.SOURCE_PATH, placeholder=PLACEHOLDERS[kind])
         with st.expander("Compute settings"):
-            st.selectbox("Device", ["auto", "cpu", "cuda"], key="device",
+            st.selectbox("Device", ["auto", "cpu", "cuda"], key=Keys.DEVICE,
                          help="where models are loaded and SVDs run; auto = the GPU when there is one")
-            st.selectbox("Weights dtype", list(wc.WEIGHT_DTYPES), key="weights_dtype",
+            st.selectbox("Weights dtype", list(wc.WEIGHT_DTYPES), key=Keys.WEIGHTS_DTYPE,
                          help="auto = bfloat16 on a GPU, float32 on the CPU; float16 needs a GPU")
-            st.selectbox("SVD precision", ["float32", "float64"], key="svd_dtype")
-            st.selectbox("Method", list(wc.SVD_METHODS), key="svd_method",
+            st.selectbox("SVD precision", ["float32", "float64"], key=Keys.SVD_DTYPE)
+            st.selectbox("Method", list(wc.SVD_METHODS), key=Keys.SVD_METHOD,
                          help="svdvals: LAPACK/cuSOLVER singular values; gram: eigenvalues of the smaller Gram "
                               "matrix in float64, batched on a GPU; auto = gram (both within 1e-5 of "
                               "s_max of a float64 SVD)")
@@ -50,11 +50,11 @@ def model_picker() -> None:
 def current_model() -> tuple[str, str]:
     """(spec, kind) of the picked model; a page run on its own (AppTest.from_file) falls back to the env."""
     state = st.session_state
-    if "source_kind" not in state:
-        default = os.environ.get("WELORE_MODEL", "")
+    if Keys.SOURCE_KIND not in state:
+        default = settings().model
         return default.strip(), wc.guess_kind(default)
-    kind = state.source_kind
-    return ("" if kind == "embedded" else str(state.get("source_path", "")).strip()), kind
+    kind = state[Keys.SOURCE_KIND]
+    return ("" if kind == "embedded" else str(state.get(Keys.SOURCE_PATH, "")).strip()), kind
 
 
 def picked_model() -> tuple[str, wc.ModelInfo]:
@@ -76,12 +76,13 @@ def picked_model() -> tuple[str, wc.ModelInfo]:
 
 def svd_setting() -> tuple[str, str]:
     """(dtype, method) chosen in the sidebar; the defaults when a page runs on its own."""
-    return str(st.session_state.get("svd_dtype", "float32")), str(st.session_state.get("svd_method", "auto"))
+    state = st.session_state
+    return str(state.get(Keys.SVD_DTYPE, "float32")), str(state.get(Keys.SVD_METHOD, "auto"))
 
 
 def placement_setting() -> tuple[str, str]:
     """(device, weights dtype) chosen in the sidebar; the defaults when a page runs on its own."""
-    return str(st.session_state.get("device", "auto")), str(st.session_state.get("weights_dtype", "auto"))
+    return str(st.session_state.get(Keys.DEVICE, "auto")), str(st.session_state.get(Keys.WEIGHTS_DTYPE, "auto"))
 
 
 def spectra_with_progress(spec: str) -> wc.Spectra:

@@ -11,14 +11,8 @@ import torch
 from conftest import tiny_llama
 
 import welore_core as wc
-from welore_core.compression.plan import (
-    greedy_ranks,
-    kept_params,
-    removed_pct,
-    sensitivity_weights,
-    truncation_loss,
-    uniform_param_ranks,
-)
+from welore_core.compression.plan import (greedy_ranks, kept_params, removed_pct, sensitivity_weights, truncation_loss,
+                                          uniform_param_ranks)
 from welore_core.compression.spectra import collect_grams, whitened_spectra, whitened_values
 
 SHAPES = [(48, 32), (32, 32), (64, 24), (24, 64)]

@@ -8,15 +8,8 @@ import torch
 from conftest import tiny_gpt2, tiny_llama
 
 import welore_core as wc
-from welore_core.compression.apply import (
-    CompressionConfig,
-    compress_to,
-    factor_layer,
-    save_compressed,
-    svd_factors,
-    truncate_weight,
-    whitened_factors,
-)
+from welore_core.compression.apply import (CompressionConfig, compress_to, factor_layer, save_compressed, svd_factors,
+                                           truncate_weight, whitened_factors)
 from welore_core.compression.plan import plan_from_ranks
 from welore_core.compression.spectra import collect_grams
 from welore_core.models import MANIFEST, LowRankLinear, load_compressed

@@ -137,8 +137,8 @@ def test_sensitivity_page_scans_in_the_background(lm_dir: Path, corpus_file: Pat
 
     from welore_core.evaluation import wait
 
-    for key, value in {"WELORE_MODEL": str(lm_dir), "WELORE_EVAL_DATA": str(corpus_file), "WELORE_EVAL_TOKENS": "256",
-                       "WELORE_EVAL_SEQLEN": "64"}.items():
+    for key, value in {"WELORE_MODEL": str(lm_dir), "WELORE_EVAL_DATA": str(corpus_file),
+                       "WELORE_SENSITIVITY_TOKENS": "256", "WELORE_EVAL_SEQLEN": "64"}.items():
         monkeypatch.setenv(key, value)
     at = AppTest.from_file(APP, default_timeout=120)
     at.switch_page("dashboard/page_sensitivity.py").run()
@@ -283,6 +283,19 @@ def test_uploaded_rank_map_is_checked_and_offered_for_compression(llama_dir: Pat
     assert "model.layers.9.mlp.nothing" in problems and "10000" in problems
     at.file_uploader(key="upload_rankmap").set_value(("junk.json", b"{not json", "application/json")).run()
     assert not at.exception and shown(at.error[0].value).startswith("junk.json: ")
+
+
+def test_settings_come_from_the_environment_with_one_default_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dashboard.settings import Settings
+
+    assert Settings.from_env({}).eval_tokens == 8192 and Settings.from_env({}).sensitivity_tokens == 4096
+    got = Settings.from_env({"WELORE_EVAL_TOKENS": "512", "WELORE_MODEL": "m", "WELORE_OTHER": "x"})
+    assert (got.eval_tokens, got.model, got.ft_data) == (512, "m", str(wc.data_dir() / "tinyshakespeare" / "input.txt"))
+    with pytest.raises(wc.WeLoreError, match=r"\$WELORE_FT_STEPS must be int, got 'many'"):
+        Settings.from_env({"WELORE_FT_STEPS": "many"})
+    pages = sorted((Path(__file__).resolve().parent.parent / "dashboard").glob("*.py"))
+    readers = [p.name for p in pages if "os.environ" in p.read_text() and p.name != "settings.py"]
+    assert not readers, f"pages reading the environment themselves: {readers}"
 
 
 def test_user_text_reaches_the_page_as_plain_text(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

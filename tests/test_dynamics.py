@@ -15,21 +15,9 @@ import welore_core as wc
 from welore_core.compression.plan import normalize
 from welore_core.data import load_corpus as load_text
 from welore_core.data import split_probe, tokenize
-from welore_core.dynamics import (
-    DynamicsConfig,
-    EmergenceConfig,
-    build_model,
-    claim_check,
-    cosine_matrix,
-    count_sketch,
-    emergence_summary,
-    gradient_cosine,
-    gradient_cosines,
-    gradient_vectors,
-    load_run,
-    run_dynamics,
-    spectra_over_time,
-)
+from welore_core.dynamics import (DynamicsConfig, EmergenceConfig, build_model, claim_check, cosine_matrix,
+                                  count_sketch, emergence_summary, gradient_cosine, gradient_cosines, gradient_vectors,
+                                  load_run, run_dynamics, spectra_over_time)
 from welore_core.evaluation import JobCancelled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,13 +226,8 @@ def test_emergence_summary_and_claim_check(run_dir: Path) -> None:
 
 
 def test_figures_label_axes_and_name_the_layer_on_hover(run_dir: Path) -> None:
-    from welore_core.figures import (
-        emergence_heatmap_figure,
-        export_figures,
-        gradient_cosine_figure,
-        saturation_figure,
-        spectra_time_figure,
-    )
+    from welore_core.figures import (emergence_heatmap_figure, export_figures, gradient_cosine_figure,
+                                     saturation_figure, spectra_time_figure)
 
     run = load_run(run_dir)
     name = "model.layers.3.mlp.down_proj"

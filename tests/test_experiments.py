@@ -9,16 +9,8 @@ import torch
 import welore_core as wc
 from welore_core.compression.apply import CompressionConfig, compress_to, save_compressed
 from welore_core.compression.spectra import Calibration
-from welore_core.evaluation import (
-    EvalConfig,
-    Registry,
-    evaluate_model,
-    load_for_eval,
-    perplexity_sweep,
-    plan_hash,
-    sensitivity_scan,
-    token_ids,
-)
+from welore_core.evaluation import (EvalConfig, Registry, evaluate_model, load_for_eval, perplexity_sweep, plan_hash,
+                                    sensitivity_scan, token_ids)
 from welore_core.evaluation import runs as experiments
 
 

@@ -9,18 +9,8 @@ import jsonschema
 import pytest
 import torch
 
-from welore_core import (
-    PlanConfig,
-    RankMapError,
-    SpectraConfig,
-    WeLoreError,
-    compute_spectra,
-    make_plan,
-    plan_from_rankmap,
-    rankmap_dict,
-    read_rankmap,
-    save_rankmap,
-)
+from welore_core import (PlanConfig, RankMapError, SpectraConfig, WeLoreError, compute_spectra, make_plan,
+                         plan_from_rankmap, rankmap_dict, read_rankmap, save_rankmap)
 from welore_core.compression.plan import check_rankmap, rankmap_schema
 
 

@@ -12,23 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from welore_core.charts_dynamics import (
-    emergence_curves_figure,
-    emergence_heatmap_figure,
-    gradient_cosine_figure,
-    loss_figure,
-    saturation_figure,
-    spectra_time_figure,
-)
-from welore_core.dynamics_analysis import (
-    EmergenceConfig,
-    claim_check,
-    emergence_over_time,
-    emergence_summary,
-    gradient_cosines,
-    load_run,
-    spectra_over_time,
-)
+from welore_core.charts_dynamics import (emergence_curves_figure, emergence_heatmap_figure, gradient_cosine_figure,
+                                         loss_figure, saturation_figure, spectra_time_figure)
+from welore_core.dynamics_analysis import (EmergenceConfig, claim_check, emergence_over_time, emergence_summary,
+                                           gradient_cosines, load_run, spectra_over_time)
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -6,33 +6,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..compression.plan import (
-    NORMALIZATIONS,
-    PlanConfig,
-    block_table,
-    make_plan,
-    missing_layers,
-    plan_by_type,
-    plan_from_rankmap,
-    rankmap_dict,
-    read_rankmap,
-    save_rankmap,
-    spectra_by_type,
-)
+from ..compression.plan import (NORMALIZATIONS, PlanConfig, block_table, make_plan, missing_layers, plan_by_type,
+                                plan_from_rankmap, rankmap_dict, read_rankmap, save_rankmap, spectra_by_type)
 from ..compression.spectra import METHODS as SVD_METHODS
 from ..compression.spectra import Spectra, SpectraConfig, compute_spectra
 from ..errors import WeLoreError
 from ..models import load_model, placement, resolve_model
 from .common import add_model, add_output, config_from, human, option, output_of, placement_options, tqdm_progress
-from .planning import (
-    calibration,
-    calibration_options,
-    greedy_weights,
-    has_target,
-    needs_calibration,
-    planning_basis,
-    target_options,
-)
+from .planning import (calibration, calibration_options, greedy_weights, has_target, needs_calibration, planning_basis,
+                       target_options)
 
 SVD_DTYPES = ("float32", "float64")
 

@@ -8,32 +8,16 @@ from typing import Any
 
 import torch
 
-from ..compression.apply import (
-    CompressionConfig,
-    CompressionReport,
-    check_output,
-    compress_streamed,
-    compress_to,
-    save_compressed,
-    streamable,
-)
+from ..compression.apply import (CompressionConfig, CompressionReport, check_output, compress_streamed, compress_to,
+                                 save_compressed, streamable)
 from ..compression.plan import PlanConfig, plan_target, read_rankmap, target_ranks
 from ..compression.spectra import SpectraConfig, calibration_batches, collect_grams, compute_spectra
 from ..errors import WeLoreError
 from ..finetune import MODES, FinetuneConfig, run_finetune
 from ..models import discover_layers, dtype_name, load_model, load_tokenizer, resolve_model, stored_dtypes
 from .common import add_model, add_output, config_from, human, placement_options, tqdm_progress
-from .planning import (
-    budgeted,
-    calibration,
-    calibration_options,
-    greedy_weights,
-    has_target,
-    needs_calibration,
-    planning_basis,
-    target_options,
-    warn_foreign_rankmap,
-)
+from .planning import (budgeted, calibration, calibration_options, greedy_weights, has_target, needs_calibration,
+                       planning_basis, target_options, warn_foreign_rankmap)
 
 
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:

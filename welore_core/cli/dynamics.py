@@ -9,16 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..dynamics import (
-    DynamicsConfig,
-    EmergenceConfig,
-    claim_check,
-    default_folder,
-    emergence_summary,
-    load_run,
-    presets,
-    run_dynamics,
-)
+from ..dynamics import (DynamicsConfig, EmergenceConfig, claim_check, default_folder, emergence_summary, load_run,
+                        presets, run_dynamics)
 from .common import add_output, config_from, human, option, output_of, tqdm_progress
 
 PRESET_DEFAULT = "(default: the preset's)"

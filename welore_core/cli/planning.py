@@ -11,15 +11,8 @@ import pandas as pd
 import torch
 
 from ..compression.apply import CompressionConfig
-from ..compression.plan import (
-    BYTES,
-    CALIBRATED,
-    DATA_AWARE,
-    STRATEGIES,
-    PlanConfig,
-    fingerprint_note,
-    sensitivity_weights,
-)
+from ..compression.plan import (BYTES, CALIBRATED, DATA_AWARE, STRATEGIES, PlanConfig, fingerprint_note,
+                                sensitivity_weights)
 from ..compression.spectra import Calibration, Spectra, calibrated_fisher, calibrated_spectra
 from ..errors import WeLoreError
 from ..models import ModelSource, load_tokenizer, source_fingerprint

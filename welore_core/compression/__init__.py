@@ -15,18 +15,8 @@ model IO (`welore_core.models`); fine-tuning the LRCs is `welore_core.finetune`.
 from __future__ import annotations
 
 from .apply import CompressionConfig, CompressionReport, compress_streamed, compress_to, save_compressed
-from .plan import (
-                   LRC_MIN_RATIO,
-                   STRATEGIES,
-                   PlanConfig,
-                   RankPlan,
-                   make_plan,
-                   plan_from_rankmap,
-                   plan_target,
-                   rankmap_dict,
-                   read_rankmap,
-                   save_rankmap,
-)
+from .plan import (LRC_MIN_RATIO, STRATEGIES, PlanConfig, RankPlan, make_plan, plan_from_rankmap, plan_target,
+                   rankmap_dict, read_rankmap, save_rankmap)
 from .spectra import Calibration, Spectra, SpectraConfig, compute_spectra
 
 __all__ = ["CompressionConfig", "CompressionReport", "compress_streamed", "compress_to", "save_compressed",

@@ -6,20 +6,9 @@ the run folder's files; `analysis` pure functions from the records to arrays and
 """
 from __future__ import annotations
 
-from .analysis import (
-                       GRAD_SOURCES,
-                       DynamicsRun,
-                       EmergenceConfig,
-                       claim_check,
-                       cosine_matrix,
-                       emergence_over_time,
-                       emergence_summary,
-                       gradient_cosine,
-                       gradient_cosines,
-                       gradient_vectors,
-                       load_run,
-                       spectra_over_time,
-)
+from .analysis import (GRAD_SOURCES, DynamicsRun, EmergenceConfig, claim_check, cosine_matrix, emergence_over_time,
+                       emergence_summary, gradient_cosine, gradient_cosines, gradient_vectors, load_run,
+                       spectra_over_time)
 from .config import DynamicsConfig, build_model, default_folder, load_preset, presets
 from .folder import RunFolder
 from .record import count_sketch, record_checkpoint, sketch_seed

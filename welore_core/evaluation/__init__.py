@@ -5,18 +5,8 @@ from __future__ import annotations
 from .jobs import FINAL, JobCancelled, JobFn, JobState, JobStore, start_job, wait
 from .perplexity import EvalConfig, EvalResult, perplexity
 from .registry import Registry, plan_hash, run_key
-from .runs import (
-                   Loaded,
-                   compress_and_evaluate,
-                   eval_identity,
-                   evaluate_model,
-                   evaluate_point,
-                   folder_plan_hash,
-                   load_for_eval,
-                   plotted_mode,
-                   target_summary,
-                   token_ids,
-)
+from .runs import (Loaded, compress_and_evaluate, eval_identity, evaluate_model, evaluate_point, folder_plan_hash,
+                   load_for_eval, plotted_mode, target_summary, token_ids)
 from .sensitivity import GROUPINGS, check_scan, sensitivity_of, sensitivity_scan
 from .sweep import perplexity_sweep
 

@@ -20,17 +20,8 @@ from ..compression.plan import PlanConfig, RankPlan, Target, plan_target, target
 from ..compression.spectra import SpectraConfig
 from ..data import check_corpus, load_corpus, tokenize_corpus, windows_of
 from ..errors import WeLoreError
-from ..models import (
-    ModelSource,
-    check_source_seqlen,
-    count_parameters,
-    dtype_name,
-    load_model,
-    load_tokenizer,
-    read_manifest,
-    resolve_model,
-    source_fingerprint,
-)
+from ..models import (ModelSource, check_source_seqlen, count_parameters, dtype_name, load_model, load_tokenizer,
+                      read_manifest, resolve_model, source_fingerprint)
 from ..utils import Progress
 from .perplexity import EvalConfig, perplexity
 from .registry import Registry, plan_hash, run_key

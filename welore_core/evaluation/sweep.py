@@ -9,14 +9,8 @@ import pandas as pd
 
 from ..compression.apply import CompressionConfig
 from ..compression.plan import CALIBRATED, DATA_AWARE, GREEDY, PlanConfig, make_plan, prepare_scores
-from ..compression.spectra import (
-    Calibration,
-    Spectra,
-    SpectraConfig,
-    calibrated_fisher,
-    calibrated_spectra,
-    compute_spectra,
-)
+from ..compression.spectra import (Calibration, Spectra, SpectraConfig, calibrated_fisher, calibrated_spectra,
+                                   compute_spectra)
 from ..errors import WeLoreError
 from ..utils import Progress
 from .perplexity import EvalConfig

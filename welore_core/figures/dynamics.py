@@ -13,15 +13,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..dynamics import (
-    DynamicsRun,
-    EmergenceConfig,
-    claim_check,
-    emergence_over_time,
-    emergence_summary,
-    gradient_cosines,
-    spectra_over_time,
-)
+from ..dynamics import (DynamicsRun, EmergenceConfig, claim_check, emergence_over_time, emergence_summary,
+                        gradient_cosines, spectra_over_time)
 from . import palette
 from .html import write_reports
 

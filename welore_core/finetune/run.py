@@ -22,31 +22,14 @@ from ..compression.apply import CompressionConfig, compress_to, read_report
 from ..compression.plan import PlanConfig, plan_target, read_rankmap, target_ranks
 from ..errors import WeLoreError
 from ..evaluation import Registry, folder_plan_hash, plan_hash, run_key
-from ..models import (
-    ModelSource,
-    check_seqlen,
-    check_source_seqlen,
-    load_model,
-    load_tokenizer,
-    resolve_model,
-    source_fingerprint,
-    stored_dtypes,
-)
+from ..models import (ModelSource, check_seqlen, check_source_seqlen, load_model, load_tokenizer, resolve_model,
+                      source_fingerprint, stored_dtypes)
 from ..utils import Progress, at_step, read_json, silent
 from ..utils import check_output as check_path
 from .batches import TrainData, load_data, measure
 from .config import FinetuneConfig
-from .folders import (
-    LORA_BASE,
-    RECORD,
-    Layout,
-    cast_like_input,
-    check_output,
-    latest_checkpoint,
-    remove_checkpoints,
-    save_model,
-    save_output,
-)
+from .folders import (LORA_BASE, RECORD, Layout, cast_like_input, check_output, latest_checkpoint, remove_checkpoints,
+                      save_model, save_output)
 from .loop import LoopStats, Session
 from .result import FinetuneResult
 

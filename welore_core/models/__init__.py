@@ -10,43 +10,15 @@ from .compressed import FORMAT, load_compressed, read_manifest
 from .discovery import discover_from_names, discovery_key, source_layers
 from .fingerprint import file_sha256, files_fingerprint, module_fingerprint, source_fingerprint
 from .info import SOURCE_KINDS, ModelInfo, describe_model, expect_kind, guess_kind
-from .layers import (
-                     LayerInfo,
-                     count_parameters,
-                     dense_weight,
-                     discover_layers,
-                     discovery_notes,
-                     find_blocks,
-                     first_non_finite,
-                     is_factored,
-                     linear_weight,
-                     select_layers,
-                     set_module,
-                     unique_parameters,
-)
-from .loading import (
-                     check_seqlen,
-                     check_source_seqlen,
-                     load_model,
-                     load_pretrained,
-                     load_tokenizer,
-                     max_positions,
-                     meta_model,
-)
+from .layers import (LayerInfo, count_parameters, dense_weight, discover_layers, discovery_notes, find_blocks,
+                     first_non_finite, is_factored, linear_weight, select_layers, set_module, unique_parameters)
+from .loading import (check_seqlen, check_source_seqlen, load_model, load_pretrained, load_tokenizer, max_positions,
+                      meta_model)
 from .lowrank import LowRankLinear
 from .placement import WEIGHT_DTYPES, available_bytes, check_fits, dtype_name, placement, weights_dtype
 from .source import EMBEDDED_LABEL, MANIFEST, ModelSource, embedded_gguf, resolve_model
-from .tensors import (
-                     STORED_DTYPES,
-                     ShardReader,
-                     ShardWriter,
-                     TensorIndex,
-                     index_params,
-                     read_header,
-                     stored_dtypes,
-                     stream_tensors,
-                     tensor_index,
-)
+from .tensors import (STORED_DTYPES, ShardReader, ShardWriter, TensorIndex, index_params, read_header, stored_dtypes,
+                      stream_tensors, tensor_index)
 
 __all__ = ["EMBEDDED_LABEL", "FORMAT", "MANIFEST", "SOURCE_KINDS", "STORED_DTYPES", "WEIGHT_DTYPES",
            "available_bytes", "building", "check_fits", "check_seqlen", "check_source_seqlen", "count_parameters",

@@ -7,19 +7,8 @@ from .hf import transformers_ready
 from .paths import PROJECT_ROOT, cache_dir, data_dir
 from .progress import Progress, at_step, silent
 from .schedule import lr_factor
-from .storage import (
-                      atomic_folder,
-                      atomic_write_bytes,
-                      atomic_write_text,
-                      check_space,
-                      disk_full,
-                      disk_writes,
-                      free_bytes,
-                      make_folder,
-                      no_space,
-                      remove_stale,
-                      write_files,
-)
+from .storage import (atomic_folder, atomic_write_bytes, atomic_write_text, check_space, disk_full, disk_writes,
+                      free_bytes, make_folder, no_space, remove_stale, write_files)
 
 VERSION = "0.1.0"  # of the tool: recorded with every run in the registry
 

@@ -3,17 +3,8 @@ layers swapped for `models.LowRankLinear` in a loaded model (`compress`) or a ch
 tensor (`stream`), and the compressed folder written with its rank map and manifest (`folder`)."""
 from __future__ import annotations
 
-from .compress import (
-                       MODES,
-                       CompressionConfig,
-                       LayerTarget,
-                       compress_to,
-                       factor_layer,
-                       factors_of,
-                       layer_targets,
-                       truncate_layer,
-                       truncated_of,
-)
+from .compress import (MODES, CompressionConfig, LayerTarget, compress_to, factor_layer, factors_of, layer_targets,
+                       truncate_layer, truncated_of)
 from .factors import svd_factors, truncate_weight, whitened_factors
 from .folder import CompressionReport, check_output, is_compressed_folder, read_report, save_compressed, write_metadata
 from .stream import compress_streamed, streamable

@@ -23,16 +23,8 @@ import torch
 from torch import nn
 
 from ...errors import WeLoreError
-from ...models import (
-    LayerInfo,
-    LowRankLinear,
-    count_parameters,
-    dense_weight,
-    discover_layers,
-    linear_weight,
-    placement,
-    set_module,
-)
+from ...models import (LayerInfo, LowRankLinear, count_parameters, dense_weight, discover_layers, linear_weight,
+                       placement, set_module)
 from ...utils import Progress
 from ..plan.target import Target, as_rankmap
 from ..spectra.calibration import Calibration

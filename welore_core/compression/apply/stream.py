@@ -23,18 +23,8 @@ from pathlib import Path
 import torch
 
 from ...errors import WeLoreError
-from ...models import (
-    STORED_DTYPES,
-    LayerInfo,
-    ModelSource,
-    ShardReader,
-    ShardWriter,
-    TensorIndex,
-    count_parameters,
-    meta_model,
-    source_layers,
-    tensor_index,
-)
+from ...models import (STORED_DTYPES, LayerInfo, ModelSource, ShardReader, ShardWriter, TensorIndex, count_parameters,
+                       meta_model, source_layers, tensor_index)
 from ...utils import Progress, atomic_folder
 from ..plan.target import Target
 from .compress import CompressionConfig, factors_of, layer_targets, truncated_of

@@ -20,20 +20,14 @@ from ...errors import WeLoreError
 from ..spectra.compute import Spectra
 from .budget import BYTES, size_to_pct, solve_k_for_params, uniform_param_ranks
 from .greedy import greedy_ranks
-from .threshold import (
-    NORMALIZATIONS,
-    energy_share,
-    normalize,
-    paper_threshold,
-    ranks_at,
-    solve_threshold,
-    solve_threshold_below,
-)
+from .threshold import (NORMALIZATIONS, energy_share, normalize, paper_threshold, ranks_at, solve_threshold,
+                        solve_threshold_below)
 from .totals import PlanTotals, RankTable
 
 STRATEGIES = ("welore", "uniform", "energy", "whitened", "greedy", "fisher")
 DATA_AWARE = ("whitened", "greedy", "fisher")  # plan on whitened spectra (calibration statistics): whitened.py, fisher.py
 CALIBRATED = ("whitened", "fisher")  # cannot plan without calibration statistics (greedy can, on weight spectra)
+UNCALIBRATED = tuple(s for s in STRATEGIES if s not in CALIBRATED)  # plan on the weights alone
 GREEDY = ("greedy", "fisher")  # no threshold: a budget spent increment by increment (greedy.py)
 THRESHOLD = ("welore", "energy")  # one global k on per-layer scores, solved for a target (threshold_of)
 LRC_MIN_RATIO = 0.5  # the paper: a layer whose rank drops by more than half is a Low-Rank Component

@@ -16,17 +16,8 @@ import numpy as np
 
 from ...errors import WeLoreError
 from ..spectra.compute import Spectra
-from .allocate import (
-    GREEDY,
-    THRESHOLD,
-    PlanConfig,
-    Scores,
-    allocate_ranks,
-    check_basis,
-    energy_tails,
-    scores_for,
-    threshold_of,
-)
+from .allocate import (GREEDY, THRESHOLD, PlanConfig, Scores, allocate_ranks, check_basis, energy_tails, scores_for,
+                       threshold_of)
 from .greedy import greedy_err_ranks
 from .threshold import ranks_at
 from .totals import PlanTotals, RankTable

@@ -19,26 +19,9 @@ import torch
 from torch import nn
 
 from ...errors import WeLoreError
-from ...models import (
-    LayerInfo,
-    ModelSource,
-    TensorIndex,
-    count_parameters,
-    discover_layers,
-    discovery_key,
-    discovery_notes,
-    index_params,
-    linear_weight,
-    load_model,
-    module_fingerprint,
-    placement,
-    resolve_model,
-    select_layers,
-    source_fingerprint,
-    source_layers,
-    stream_tensors,
-    tensor_index,
-)
+from ...models import (LayerInfo, ModelSource, TensorIndex, count_parameters, discover_layers, discovery_key,
+                       discovery_notes, index_params, linear_weight, load_model, module_fingerprint, placement,
+                       resolve_model, select_layers, source_fingerprint, source_layers, stream_tensors, tensor_index)
 from ...utils import Progress, cache_dir, parse_device
 from .cache import SpectraCache
 from .svd import DTYPES, resolve_method, stream_values, values_of
