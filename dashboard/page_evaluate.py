@@ -83,16 +83,26 @@ runs = wc.Registry.default().frame("eval")
 if runs.empty:
     st.caption("No evaluations recorded yet.")
 else:
-    # one chart compares like with like: one model, one data set, one window and token budget
+    # one chart compares like with like: one source model (its compressions from any path), one data set, one
+    # window and token budget
     r1, r2, r3, r4 = st.columns(4)
-    models = list(dict.fromkeys(runs["model"]))
+    models = list(dict.fromkeys(runs["source_model"].where(runs["source_model"].notna(), runs["model"])))
     chart_model = r1.selectbox("Model", models, index=models.index(info.label) if info.label in models else 0)
-    part = runs[runs["model"] == chart_model]
-    setting = part[["dataset", "seqlen", "token_budget"]].astype(str).agg(" · ".join, axis=1)
-    settings = list(setting.value_counts().index)  # the setting with the most runs first
-    chosen = r2.selectbox("Data · seqlen · token budget", settings)
     axis = r3.radio("x axis", ["ERR", "parameters"], horizontal=True)
-    r4.metric("Runs", int((setting == chosen).sum()))
-    part = part[setting == chosen]
+    placed, unplaced = wc.chart_runs(runs, chart_model, "err" if axis == "ERR" else "params")
+    origin = placed["origin"].fillna("eval")
+    measured_by = r4.multiselect("Measured by", [o for o in wc.ORIGINS if o in set(origin)],
+                                 default=[o for o in wc.ORIGINS if o in set(origin)],
+                                 help="eval: `welore eval`; sweep: `welore sweep`; dashboard: this page's jobs")
+    placed = placed[origin.isin(measured_by)]
+    setting = placed[["dataset", "seqlen", "token_budget"]].astype(str).agg(" · ".join, axis=1)
+    settings = list(setting.value_counts().index)  # the setting with the most runs first
+    chosen = r2.selectbox("Data · seqlen · token budget", settings) if settings else None
+    part = placed[setting == chosen] if chosen is not None else placed
+    st.caption(f"{len(part)} runs on the chart")
     st.plotly_chart(wc.figures.runs_figure(part, "err" if axis == "ERR" else "params"), width="stretch", theme=None)
+    if not unplaced.empty:
+        st.markdown("**Runs not on the chart**, and why")
+        st.dataframe(unplaced[["model", "strategy", "mode", "err", "params", "ppl", "dataset", "reason"]],
+                     hide_index=True, width="stretch")
     st.dataframe(runs, hide_index=True, width="stretch")

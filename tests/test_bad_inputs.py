@@ -90,7 +90,7 @@ def test_a_full_registry_disk_is_one_line_naming_the_database(lm_dir: Path, corp
 
     registry = wc.Registry.default()
     monkeypatch.setattr(wc.Registry, "lookup", lambda self, key: None)
-    monkeypatch.setattr(sys.modules["welore_core.evaluation.registry"], "connect", lambda path, schema: Full())
+    monkeypatch.setattr(sys.modules["welore_core.evaluation.registry"], "connect", lambda path, schema, migrate=None: Full())
     with pytest.raises(wc.WeLoreError, match=r"registry\.sqlite: no space left on its device"):
         wc.evaluate_model(lm_dir, wc.EvalConfig(data=str(corpus_file), seqlen=32, tokens=64), registry=registry)
 

@@ -348,7 +348,7 @@ def test_wide_spectra_heatmap_keeps_sorted_samples_and_names_layers(llama_dir: P
     welore = next(t for t in fig.data if t.name == "welore (lrc)")
     assert list(welore.x) == [20.0, 40.0] and list(welore.y) == [12.0, 30.0]
     dense = next(t for t in fig.data if t.name.startswith("dense"))
-    assert list(dense.y) == [10.0, 10.0] and list(dense.x) == [0.0, 40.0]  # the baseline spans the runs
+    assert list(dense.y) == [10.0, 10.0] and list(dense.x) == list(fig.layout.xaxis.range) == [0.0, 46.0]  # the axis
     assert runs_figure(runs, "params").layout.xaxis.title.text == "parameters (M)"
 
 

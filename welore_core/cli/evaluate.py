@@ -10,7 +10,8 @@ import pandas as pd
 from ..compression.apply import CompressionConfig
 from ..compression.plan import CALIBRATED
 from ..errors import WeLoreError
-from ..evaluation import GROUPINGS, EvalConfig, evaluate_model, perplexity_sweep, sensitivity_of
+from ..evaluation import (GROUPINGS, EvalConfig, Registry, chart_runs, evaluate_model, perplexity_sweep, sensitivity_of,
+                          source_fields)
 from ..figures import sensitivity_figure, sweep_figure
 from ..figures.html import write_reports
 from .common import add_model, add_output, config_from, human, option, output_of, placement_options, tqdm_progress
@@ -88,6 +89,30 @@ def cmd_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": df.to_dict(orient="records"), "output": args.output}
 
 
+def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
+    """A model's measurements in the run registry as its charts see them: the dense model, its compressions from
+    any path (CLI, sweep, dashboard, fine-tuning), and the rows a chart cannot place, with the reason."""
+    from ..models import resolve_model, source_fingerprint
+
+    source = resolve_model(args.model)
+    name = str(source_fields(source, source_fingerprint(source))["source_model"] or source.label)
+    runs = Registry.default().frame()
+    evals = runs[runs["kind"] == "eval"]
+    placed, unplaced = chart_runs(evals, name, "err")
+    tuned = runs[(runs["kind"] == "finetune") & (runs["source_model"].fillna(runs["model"]) == name)]
+    rows = pd.concat([placed.assign(reason=""), unplaced, tuned.assign(reason="")]).sort_values("id")
+    columns = ["id", "kind", "origin", "model", "strategy", "target", "mode", "finetuned", "err", "params", "ppl",
+               "dataset", "tokens", "reason"]
+    table = rows[columns].astype(object).where(rows[columns].notna(), None)
+    if human(args):
+        if table.empty:
+            print(f"{name}: no measurements in {Registry.default().path}")
+        else:
+            print(f"{name}: {len(placed)} on its charts, {len(unplaced)} not ({len(tuned)} fine-tuning runs)\n")
+            print(table.fillna("-").to_string(index=False))
+    return {"model": name, "runs": table.to_dict(orient="records")}
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("eval", help="perplexity over non-overlapping windows")
     add_model(p)
@@ -107,6 +132,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     eval_options(p)
     add_output(p)
     p.set_defaults(run=cmd_sweep)
+
+    p = sub.add_parser("runs", help="a model's measurements in the run registry, as its charts see them")
+    add_model(p)
+    add_output(p)
+    p.set_defaults(run=cmd_runs)
 
     p = sub.add_parser("sensitivity", help="PPL when one layer type (or layer) at a time is truncated")
     add_model(p)

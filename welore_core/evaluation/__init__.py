@@ -2,15 +2,17 @@
 row each), strategy sweeps, per-layer sensitivity scans, and background jobs for the dashboard."""
 from __future__ import annotations
 
+from .attribution import ORIGINS, chart_runs, source_fields
 from .jobs import FINAL, JobCancelled, JobFn, JobState, JobStore, start_job, wait
 from .perplexity import EvalConfig, EvalResult, perplexity
 from .registry import Registry, plan_hash, run_key
 from .runs import (Loaded, compress_and_evaluate, eval_identity, evaluate_model, evaluate_point, folder_plan_hash,
-                   load_for_eval, plotted_mode, target_summary, token_ids)
+                   load_for_eval, target_summary, token_ids)
 from .sensitivity import GROUPINGS, check_scan, sensitivity_of, sensitivity_scan
 from .sweep import perplexity_sweep
 
-__all__ = ["FINAL", "GROUPINGS", "EvalConfig", "EvalResult", "JobCancelled", "JobFn", "JobState", "JobStore", "Loaded",
-           "Registry", "check_scan", "compress_and_evaluate", "eval_identity", "evaluate_model", "evaluate_point",
-           "folder_plan_hash", "load_for_eval", "perplexity", "plan_hash", "plotted_mode", "run_key", "sensitivity_of",
-           "sensitivity_scan", "start_job", "perplexity_sweep", "target_summary", "token_ids", "wait"]
+__all__ = ["FINAL", "GROUPINGS", "ORIGINS", "chart_runs", "source_fields", "EvalConfig", "EvalResult",
+           "JobCancelled", "JobFn", "JobState", "JobStore", "Loaded", "Registry", "check_scan",
+           "compress_and_evaluate", "eval_identity", "evaluate_model", "evaluate_point", "folder_plan_hash",
+           "load_for_eval", "perplexity", "plan_hash", "run_key", "sensitivity_of", "sensitivity_scan", "start_job",
+           "perplexity_sweep", "target_summary", "token_ids", "wait"]

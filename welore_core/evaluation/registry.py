@@ -14,12 +14,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import pandas as pd
 
 from ..errors import WeLoreError
 from ..utils import VERSION, cache_dir, disk_full, free_bytes, make_folder
+from .attribution import ATTRIBUTION, backfill_fields
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -29,30 +30,61 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT NOT NULL,
     model TEXT, fingerprint TEXT, plan_hash TEXT, strategy TEXT, err REAL, k REAL, mode TEXT,
     params INTEGER, ppl REAL, nll REAL, dataset TEXT, data_hash TEXT, tokens INTEGER, token_budget INTEGER,
-    seqlen INTEGER, seconds REAL, tokens_per_s REAL, version TEXT, result TEXT
+    seqlen INTEGER, seconds REAL, tokens_per_s REAL, version TEXT, result TEXT,
+    """ + ", ".join(f"{name} {kind}" for name, kind in ATTRIBUTION.items()) + """
 )"""
 COLUMNS = ("kind", "model", "fingerprint", "plan_hash", "strategy", "err", "k", "mode", "params", "ppl", "nll",
-           "dataset", "data_hash", "tokens", "token_budget", "seqlen", "seconds", "tokens_per_s", "version")
+           "dataset", "data_hash", "tokens", "token_budget", "seqlen", "seconds", "tokens_per_s", "version",
+           *ATTRIBUTION)
 
 
-def connect(path: Path, schema: str) -> sqlite3.Connection:
-    """The registry database (WAL + busy timeout: safe across threads and processes), with `schema` applied."""
+def connect(path: Path, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None) -> sqlite3.Connection:
+    """The registry database (WAL + busy timeout: safe across threads and processes), with `schema` applied and
+    an older layout brought up to date by `migrate`."""
     make_folder(path.parent, "run registry folder")
     with database_errors(path):
         conn = sqlite3.connect(path, timeout=30)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(schema)
+            if migrate is not None:
+                migrate(conn)
         except BaseException:
             conn.close()
             raise
     return conn
 
 
+def migrate_runs(conn: sqlite3.Connection) -> None:
+    """Add the attribution columns to a registry written before them and backfill its rows (`backfill_fields`):
+    every row is kept. One process migrates; the others wait on the write lock and find it done."""
+    def missing() -> list[str]:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        return [name for name in ATTRIBUTION if name not in have]
+
+    if not missing():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name in missing():
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {ATTRIBUTION[name]}")
+        rows = conn.execute("SELECT id, model, fingerprint, mode FROM runs").fetchall()
+        for run_id, model, fingerprint, mode in rows:
+            fields = backfill_fields({"model": model, "fingerprint": fingerprint, "mode": mode})
+            if fields:
+                conn.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                             (*fields.values(), run_id))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
 @contextmanager
-def opened(path: Path, schema: str) -> Iterator[sqlite3.Connection]:
+def opened(path: Path, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None
+           ) -> Iterator[sqlite3.Connection]:
     """A connection in a transaction (committed when the block succeeds), closed afterwards; errors as one line."""
-    conn = connect(path, schema)
+    conn = connect(path, schema, migrate)
     try:
         with database_errors(path), conn:
             yield conn
@@ -104,7 +136,7 @@ class Registry:
         return cls(cache_dir() / "registry.sqlite")
 
     def _connect(self) -> ContextManager[sqlite3.Connection]:
-        return opened(self.path, SCHEMA)
+        return opened(self.path, SCHEMA, migrate_runs)
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The stored result of an identical run, or None."""

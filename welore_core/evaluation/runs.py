@@ -16,13 +16,14 @@ import torch
 from torch import nn
 
 from ..compression.apply import CompressionConfig, compress_to, save_compressed
-from ..compression.plan import PlanConfig, RankPlan, Target, plan_target, target_ranks
+from ..compression.plan import PlanConfig, RankPlan, Target, plan_target, rankmap_dict, target_ranks
 from ..compression.spectra import SpectraConfig
 from ..data import check_corpus, load_corpus, tokenize_corpus, windows_of
 from ..errors import WeLoreError
 from ..models import (ModelSource, check_source_seqlen, count_parameters, dtype_name, load_model, load_tokenizer,
                       read_manifest, resolve_model, source_fingerprint)
 from ..utils import Progress
+from .attribution import plan_fields, source_fields
 from .perplexity import EvalConfig, perplexity
 from .registry import Registry, plan_hash, run_key
 
@@ -87,8 +88,9 @@ def folder_plan_hash(source: ModelSource) -> str:
 
 
 def evaluate_model(spec: str | Path | None, config: EvalConfig, progress: Progress | None = None,
-                   registry: Registry | None = None, loaded: Loaded | None = None) -> dict[str, Any]:
-    """`welore eval`: perplexity of a model or compressed folder, answered from the registry when known."""
+                   registry: Registry | None = None, loaded: Loaded | None = None, origin: str = "eval") -> dict[str, Any]:
+    """`welore eval`: perplexity of a model or compressed folder, answered from the registry when known; a
+    compressed folder's row names its source model and plan (`attribution.source_fields`)."""
     registry = registry or Registry.default()
     loaded = loaded or load_for_eval(spec, str(config.torch_device()), config)
     ids, data_hash = token_ids(loaded, config)
@@ -100,7 +102,8 @@ def evaluate_model(spec: str | Path | None, config: EvalConfig, progress: Progre
     result = perplexity(loaded.model, ids, config, progress, dataset=config.data).to_dict()
     result["params"] = count_parameters(loaded.model)
     registry.record(key, {**identity, "model": loaded.source.label, "mode": loaded.source.kind,
-                          "params": result["params"], **result}, result)
+                          "params": result["params"], **result, **source_fields(loaded.source, loaded.fingerprint),
+                          "origin": origin}, result)
     return {**result, "cached": False}
 
 
@@ -117,7 +120,8 @@ def target_summary(target: Target) -> dict[str, Any]:
 def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Target | None,
                    compression: CompressionConfig, eval_config: EvalConfig, registry: Registry,
                    grams: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None,
-                   progress: Progress | None = None, save_to: Path | None = None) -> tuple[dict[str, Any], bool]:
+                   progress: Progress | None = None, save_to: Path | None = None,
+                   origin: str = "sweep") -> tuple[dict[str, Any], bool]:
     """PPL of `loaded` compressed to `target` (None = dense), from the registry when known.
 
     The loaded model is never modified: compression works on a copy. With `save_to`, the compressed copy
@@ -141,18 +145,22 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Targ
     if result is None:
         result = perplexity(model, ids, eval_config, progress, dataset=eval_config.data).to_dict()
         result["params"] = count_parameters(model)
-        fields: dict[str, Any] = {"mode": "dense"}
+        fields: dict[str, Any] = {"mode": "dense", **source_fields(loaded.source, loaded.fingerprint),
+                                  "origin": origin}
         if target is not None:
-            summary = target_summary(target)
-            fields = {"strategy": summary["strategy"], "k": summary["k"], "mode": plotted_mode(compression),
-                      "err": summary["target_err"] if summary["target_err"] is not None else summary["achieved_err"]}
+            fields.update(plan_fields(target_rankmap(target), compression.mode, compression.act_svd,
+                                      str((extra or {}).get("calib", ""))))
         registry.record(key, {**identity, "model": loaded.source.label, **fields, **result}, result)
     return result, cached
 
 
-def plotted_mode(compression: CompressionConfig) -> str:
-    """lrc | all, with '+actsvd' when activations whitened the SVD: the chart keeps the two apart."""
-    return compression.mode + ("+actsvd" if compression.act_svd else "")
+def target_rankmap(target: Target) -> dict[str, Any]:
+    """The rank map a target records (a plain {name: rank} dict records ranks only: strategy "custom")."""
+    if isinstance(target, RankPlan):
+        return rankmap_dict(target)
+    if "schema" in target:
+        return target
+    return {"strategy": "custom", "k": None, "target_err": None, "achieved_err": None}
 
 
 def compress_and_evaluate(spec: str | Path | None, target: PlanConfig | dict[str, Any] | None, eval_config: EvalConfig,
@@ -172,7 +180,8 @@ def compress_and_evaluate(spec: str | Path | None, target: PlanConfig | dict[str
     elif target is not None:
         resolved = plan_target(loaded.model, rankmap=target)
     result, cached = evaluate_point(loaded, ids, data_hash, resolved, compression, eval_config,
-                                    registry or Registry.default(), progress=progress, save_to=save_to)
+                                    registry or Registry.default(), progress=progress, save_to=save_to,
+                                    origin="dashboard")
     achieved = target_summary(resolved)["achieved_err"] if resolved is not None else 0.0
     return {**result, "cached": cached, "model": loaded.source.label, "achieved_err": achieved,
             "saved_to": str(save_to) if save_to else None}

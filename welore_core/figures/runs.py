@@ -58,39 +58,52 @@ def sensitivity_figure(df: pd.DataFrame) -> go.Figure:
 
 
 def runs_figure(runs: pd.DataFrame, x: str = "err") -> go.Figure:
-    """Recorded evaluations of one model on one data set: PPL against ERR or parameters, one line per
-    strategy and mode, the dense model as a dashed baseline."""
+    """Recorded evaluations of one model on one data set (the rows `evaluation.chart_runs` places): PPL against
+    ERR or parameters, one line per strategy, mode and fine-tuning (a single run is a visible marker), the dense
+    model as a labelled baseline across the axis, whose range comes from the data."""
     if x not in ("err", "params"):
         raise WeLoreError(f"runs figure x axis {x!r}: expected 'err' or 'params'")
     fig = go.Figure()
-    df = runs.assign(mode=runs["mode"].fillna("dense"))
-    # an evaluation without a strategy is the dense model, unless it was of a saved compressed folder
-    df = df.assign(strategy=df["strategy"].where(df["strategy"].notna(),
-                                                 np.where(df["mode"] == "compressed", "compressed folder", "dense")))
-    dense = df[df["strategy"] == "dense"]
+    df = runs.assign(mode=runs["mode"].fillna("dense"),
+                     finetuned=runs["finetuned"].fillna("") if "finetuned" in runs else "")
+    dense = df[df["strategy"].isna()]
+    compressed = df[df["strategy"].notna()]
     dashes = {"lrc": "solid", "all": "dot", "lrc+actsvd": "dashdot", "all+actsvd": "dash"}
-    for (strategy, mode), part in df[df["strategy"] != "dense"].groupby(["strategy", "mode"], sort=False):
-        part = part.dropna(subset=[x]).sort_values(x)
-        if part.empty:
-            continue
+    for (strategy, mode, tuned), part in compressed.groupby(["strategy", "mode", "finetuned"], sort=False):
+        part = part.sort_values(x)
+        name = f"{strategy} ({mode}" + (f", fine-tuned {tuned})" if tuned else ")")
         xs = part["params"] / 1e6 if x == "params" else part["err"]
         fig.add_trace(go.Scatter(
-            x=xs, y=part["ppl"], mode="lines+markers", name=f"{strategy} ({mode})",
+            x=xs, y=part["ppl"], mode="lines+markers", name=name, marker={"size": 9},
             line={"color": palette.strategy_colour(str(strategy)), "dash": dashes.get(str(mode), "dash")},
             customdata=part[["model", "err", "params", "tokens"]].astype(str).to_numpy(),
-            hovertemplate=f"{strategy} ({mode})<br>%{{customdata[0]}}<br>ERR %{{customdata[1]}} %, "
+            hovertemplate=f"{name}<br>%{{customdata[0]}}<br>ERR %{{customdata[1]}} %, "
                           "%{customdata[2]} params<br>PPL %{y:.3f} on %{customdata[3]} tokens<extra></extra>"))
+    lo, hi = _x_range(df, compressed, x)
     if not dense.empty:  # a line trace, not a shape: shapes on a log axis take log10 coordinates
         base = float(dense["ppl"].iloc[0])
-        xs = (df["params"] / 1e6 if x == "params" else df["err"].fillna(0.0)).astype(float)
-        fig.add_trace(go.Scatter(x=[xs.min(), xs.max()], y=[base, base], mode="lines", name=f"dense ({base:.2f})",
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[base, base], mode="lines", name=f"dense ({base:.2f})",
                                  line={"dash": "dash", "color": palette.DARK},
                                  hovertemplate=f"dense model: PPL {base:.3f}<extra></extra>"))
+        fig.add_annotation(x=hi, y=float(np.log10(base)), text=f"dense {base:.2f}", showarrow=False, xanchor="right",
+                           yanchor="bottom", font={"color": palette.DARK})
         if x == "params":
             fig.add_trace(go.Scatter(x=dense["params"].iloc[:1] / 1e6, y=[base], mode="markers", name="dense",
                                      marker={"color": palette.DARK, "size": 10, "symbol": "star"}, showlegend=False,
                                      hovertemplate="dense<br>%{x:.2f} M params, PPL %{y:.3f}<extra></extra>"))
     fig.update_layout(xaxis_title="parameters (M)" if x == "params" else "effective rank reduction (%)",
                       yaxis_title="perplexity (log)", yaxis_type="log", height=400, legend_title_text="strategy (mode)",
-                      margin={"t": 30})
+                      margin={"t": 30}, xaxis_range=[lo, hi])
     return fig
+
+
+def _x_range(df: pd.DataFrame, compressed: pd.DataFrame, x: str) -> tuple[float, float]:
+    """The x axis of a runs chart from its data: ERR from 0 to past the largest measured (0-100 % with none),
+    parameters (M) from below the smallest model to past the dense one."""
+    if x == "err":
+        top = float(compressed["err"].max()) if not compressed.empty else 100.0
+        return 0.0, min(100.0, top * 1.1 + 2.0) if not compressed.empty else 100.0
+    params = df["params"].dropna() / 1e6
+    if params.empty:
+        return 0.0, 1.0
+    return float(params.min()) * 0.95, float(params.max()) * 1.02

@@ -26,11 +26,11 @@ from torch import nn
 
 from ..compression.apply import CompressionReport, is_compressed_folder, save_compressed
 from ..errors import WeLoreError
-from ..models import ModelSource, unique_parameters
+from ..models import FINETUNE_RECORD, ModelSource, unique_parameters
 from ..utils import atomic_folder, atomic_write_text
 from ..utils import check_output as check_path
 
-RECORD = "welore-finetune.json"  # beside the weights of a fine-tuned output folder: the run's result
+RECORD = FINETUNE_RECORD  # beside the weights of a fine-tuned output folder: the run's result
 LORA_BASE = ".welore-lora-base"  # the frozen base a resumed lora run starts from (a name no user folder has)
 LATEST = "latest"
 

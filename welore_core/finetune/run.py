@@ -21,7 +21,7 @@ from torch import nn
 from ..compression.apply import CompressionConfig, compress_to, read_report
 from ..compression.plan import PlanConfig, plan_target, read_rankmap, target_ranks
 from ..errors import WeLoreError
-from ..evaluation import Registry, folder_plan_hash, plan_hash, run_key
+from ..evaluation import Registry, folder_plan_hash, plan_hash, run_key, source_fields
 from ..models import (ModelSource, check_seqlen, check_source_seqlen, load_model, load_tokenizer, resolve_model,
                       source_fingerprint, stored_dtypes)
 from ..utils import Progress, at_step, read_json, silent
@@ -232,7 +232,9 @@ def _record(registry: Registry, identity: dict[str, Any], result: FinetuneResult
             config: FinetuneConfig) -> None:
     registry.record(result.key, {
         "kind": "finetune", "model": source.label, "fingerprint": identity["fingerprint"],
-        "plan_hash": folder_plan_hash(source), "err": config.err, "mode": config.mode, "params": result.total_params,
+        "plan_hash": folder_plan_hash(source), "err": config.err, "params": result.total_params,
+        **source_fields(source, identity["fingerprint"]), "mode": config.mode, "finetuned": config.mode,
+        "origin": "finetune",
         "ppl": result.heldout_ppl_after, "nll": result.after.get("heldout_nll"), "dataset": result.data,
         "data_hash": identity["data_hash"], "tokens": result.tokens, "token_budget": config.eval_tokens,
         "seqlen": config.seqlen, "seconds": result.train_seconds, "tokens_per_s": result.tokens_per_s},

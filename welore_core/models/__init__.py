@@ -16,11 +16,11 @@ from .loading import (check_seqlen, check_source_seqlen, load_model, load_pretra
                       meta_model)
 from .lowrank import LowRankLinear
 from .placement import WEIGHT_DTYPES, available_bytes, check_fits, dtype_name, placement, weights_dtype
-from .source import EMBEDDED_LABEL, MANIFEST, ModelSource, embedded_gguf, resolve_model
+from .source import EMBEDDED_LABEL, FINETUNE_RECORD, MANIFEST, ModelSource, embedded_gguf, resolve_model
 from .tensors import (STORED_DTYPES, ShardReader, ShardWriter, TensorIndex, index_params, read_header, stored_dtypes,
                       stream_tensors, tensor_index)
 
-__all__ = ["EMBEDDED_LABEL", "FORMAT", "MANIFEST", "SOURCE_KINDS", "STORED_DTYPES", "WEIGHT_DTYPES",
+__all__ = ["EMBEDDED_LABEL", "FINETUNE_RECORD", "FORMAT", "MANIFEST", "SOURCE_KINDS", "STORED_DTYPES", "WEIGHT_DTYPES",
            "available_bytes", "building", "check_fits", "check_seqlen", "check_source_seqlen", "count_parameters",
            "dense_weight", "describe_model", "discover_from_names", "discover_layers", "discovery_key",
            "discovery_notes", "dtype_name", "embedded_gguf", "empty_weights", "expect_kind", "file_sha256",

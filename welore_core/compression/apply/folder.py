@@ -109,6 +109,8 @@ def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | N
                 shutil.copy2(source_folder / name, tmp / name)
     rankmap = report.rankmap
     atomic_write_text(tmp / "rankmap.json", json.dumps(rankmap, indent=1) + "\n")
+    if source_folder is not None and is_compressed_folder(source_folder):  # fine-tuned: the dense model stays the base
+        base_model = read_manifest(source_folder).get("base_model") or base_model
     manifest = {"format": FORMAT, "base_model": base_model or rankmap.get("model", ""),
                 "base_fingerprint": rankmap.get("fingerprint", ""), "mode": report.mode, "act_svd": report.act_svd,
                 "factored": report.factored, "truncated": report.truncated,

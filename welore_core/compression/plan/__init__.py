@@ -21,11 +21,11 @@ from .threshold import (NORMALIZATIONS, count_below, energy_share, kept_rank, no
 from .totals import PlanTotals, RankTable
 
 __all__ = ["BYTES", "CALIBRATED", "DATA_AWARE", "ERR_GRID", "GREEDY", "K_GRID", "LRC_MIN_RATIO", "NORMALIZATIONS",
-           "SCHEMA_ID", "STRATEGIES", "THRESHOLD", "UNCALIBRATED", "LayerPlan", "PlanConfig", "PlanGrid", "PlanTotals", "RankPlan",
-           "RankTable", "Scores", "Target", "allocate_ranks", "as_rankmap", "block_table", "check_rankmap",
-           "count_below", "custom_rankmap", "energy_share", "energy_tail", "err_for_k", "fingerprint_note",
-           "greedy_err_ranks", "greedy_ranks", "kept_params", "kept_rank", "make_plan", "missing_layers", "normalize",
-           "paper_threshold", "plan_by_type", "plan_from_rankmap", "plan_from_ranks", "plan_grid", "plan_target",
-           "prepare_scores", "rankmap_dict", "rankmap_schema", "ranks_at", "read_rankmap", "removed_pct",
-           "save_rankmap", "sensitivity_weights", "solve_threshold", "solve_threshold_below", "spectra_by_type",
-           "target_ranks", "truncation_loss", "uniform_param_ranks"]
+           "SCHEMA_ID", "STRATEGIES", "THRESHOLD", "UNCALIBRATED", "LayerPlan", "PlanConfig", "PlanGrid",
+           "PlanTotals", "RankPlan", "RankTable", "Scores", "Target", "allocate_ranks", "as_rankmap", "block_table",
+           "check_rankmap", "count_below", "custom_rankmap", "energy_share", "energy_tail", "err_for_k",
+           "fingerprint_note", "greedy_err_ranks", "greedy_ranks", "kept_params", "kept_rank", "make_plan",
+           "missing_layers", "normalize", "paper_threshold", "plan_by_type", "plan_from_rankmap", "plan_from_ranks",
+           "plan_grid", "plan_target", "prepare_scores", "rankmap_dict", "rankmap_schema", "ranks_at",
+           "read_rankmap", "removed_pct", "save_rankmap", "sensitivity_weights", "solve_threshold",
+           "solve_threshold_below", "spectra_by_type", "target_ranks", "truncation_loss", "uniform_param_ranks"]

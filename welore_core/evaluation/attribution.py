@@ -1,0 +1,101 @@
+"""Which model and plan a measurement belongs to, whichever path measured it.
+
+A compressed folder evaluated on its own (`welore eval DIR`, the dashboard, a fine-tune) is a compression of
+its source model: the registry row carries the source's name and fingerprint and the plan (strategy, target,
+k, achieved ERR, parameters removed, mode, ActSVD and calibration), read from the folder's rank map and
+manifest, so the row lands on its source model's charts. A folder that was fine-tuned says so (`finetuned`),
+so a fine-tuned point is never drawn as a plain compression. `chart_runs` sorts a model's rows into what a
+chart can place and what it cannot, with the reason.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..models import FINETUNE_RECORD, ModelSource, read_manifest
+from ..utils import read_json
+
+# the registry's attribution columns (beside model, fingerprint, strategy, err, k, mode, params, ...)
+ATTRIBUTION = {"source_model": "TEXT", "source_fingerprint": "TEXT", "target": "TEXT", "achieved_err": "REAL",
+               "params_removed_pct": "REAL", "act_svd": "INTEGER", "calibration": "TEXT", "finetuned": "TEXT",
+               "folder": "TEXT", "origin": "TEXT", "attribution": "TEXT"}
+ORIGINS = ("eval", "sweep", "dashboard", "finetune")  # the path that measured a row (`welore eval` is "eval")
+GONE = "unattributed: its compressed folder is gone (or was evaluated from another directory)"
+
+
+def describe_target(rankmap: dict[str, Any]) -> str:
+    """The one target a rank map records, as "err 30", "params 10", "size 200 MiB", "k 0.25" or "ranks"."""
+    if rankmap.get("target_err") is not None:
+        return f"err {rankmap['target_err']:g}"
+    if rankmap.get("target_params") is not None:
+        return f"params {rankmap['target_params']:g}"
+    if rankmap.get("target_size_mib") is not None:
+        return f"size {rankmap['target_size_mib']:g} MiB"
+    if rankmap.get("k") is not None:
+        return f"k {rankmap['k']:g}"
+    return "ranks"
+
+
+def plan_fields(rankmap: dict[str, Any], mode: str, act_svd: bool, calibration: str = "") -> dict[str, Any]:
+    """Registry fields of a compression made from `rankmap` in `mode` ("lrc" or "all")."""
+    totals = rankmap.get("totals") or {}
+    achieved = rankmap.get("achieved_err", totals.get("achieved_err"))
+    return {"strategy": rankmap.get("strategy"), "k": rankmap.get("k"),
+            "err": rankmap["target_err"] if rankmap.get("target_err") is not None else achieved,
+            "mode": mode + ("+actsvd" if act_svd else ""), "target": describe_target(rankmap), "achieved_err": achieved,
+            "params_removed_pct": totals.get("params_removed_pct"), "act_svd": int(bool(act_svd)),
+            "calibration": calibration}
+
+
+def source_fields(source: ModelSource, fingerprint: str) -> dict[str, Any]:
+    """Registry fields naming what `source` is a measurement of: itself when dense; for a compressed folder its
+    source model and plan, and the fine-tuning that made it when one did."""
+    if source.kind != "compressed":
+        return {"source_model": source.label, "source_fingerprint": fingerprint}
+    manifest = read_manifest(source.path)
+    rankmap = read_json(source.path / "rankmap.json", "rank map")
+    fields = plan_fields(rankmap, manifest.get("mode", "lrc"), bool(manifest.get("act_svd")),
+                         str(manifest.get("calibration", "")))
+    record = source.path / FINETUNE_RECORD
+    finetuned = str(read_json(record, "fine-tuning record").get("mode", "")) or None if record.is_file() else None
+    return {**fields, "source_model": manifest.get("base_model") or rankmap.get("model"),
+            "source_fingerprint": manifest.get("base_fingerprint") or rankmap.get("fingerprint"),
+            "finetuned": finetuned, "folder": str(source.path.resolve())}
+
+
+def backfill_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """Attribution of a registry row written before these columns: a dense or in-memory compression is its own
+    model's; a compressed folder's is read from the folder when it is still where its name points and holds the
+    same weights, else the row is marked unattributed (and kept)."""
+    if row.get("mode") != "compressed":
+        return {"source_model": row.get("model"), "source_fingerprint": row.get("fingerprint")}
+    from ..models import resolve_model, source_fingerprint
+
+    folder = Path(str(row.get("model") or ""))
+    try:
+        source = resolve_model(folder)
+        if source.kind == "compressed" and source_fingerprint(source) == row.get("fingerprint"):
+            return source_fields(source, str(row.get("fingerprint")))
+    except (OSError, ValueError):  # WeLoreError included: gone, moved, damaged
+        pass
+    return {"attribution": GONE}
+
+
+def chart_runs(runs: pd.DataFrame, model: str, x: str = "err") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The registry's rows of `model` (measured on it, or on a compression of it) as a chart sees them: rows it
+    can place (dense baselines, and compressions with a value on the `x` axis: "err" or "params") and rows it
+    cannot, each with a `reason`."""
+    source = runs["source_model"].where(runs["source_model"].notna(), runs["model"]) if len(runs) else runs["model"]
+    mine = runs[source == model].copy()
+    mine["strategy"] = mine["strategy"].where(mine["strategy"].notna(), None)
+    reason = pd.Series("", index=mine.index, dtype=object)
+    attribution = mine["attribution"].fillna("") if "attribution" in mine else reason
+    reason[attribution != ""] = attribution[attribution != ""]
+    compressed = mine["strategy"].notna() | (mine["mode"] == "compressed")
+    missing = mine[x].isna() if x in mine else pd.Series(True, index=mine.index)
+    reason[(reason == "") & compressed & missing] = f"no {'ERR' if x == 'err' else 'parameter count'} recorded"
+    reason[(reason == "") & mine["ppl"].isna()] = "no perplexity recorded"
+    placed, unplaced = mine[reason == ""], mine[reason != ""].assign(reason=reason[reason != ""])
+    return placed, unplaced
