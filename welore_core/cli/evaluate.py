@@ -30,12 +30,30 @@ def eval_options(p: argparse.ArgumentParser, seqlen: int | None = None) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    if args.tasks:
+        return _zeroshot(args)
     result = evaluate_model(args.model, config_from(EvalConfig, args), tqdm_progress("eval"))
     if human(args):
         note = " (from the run registry)" if result["cached"] else ""
         print(f"{args.data}: PPL {result['ppl']:.4f}, NLL {result['nll']:.4f} over {result['tokens']} tokens "
               f"(seqlen {result['seqlen']}), {result['seconds']:.1f} s, {result['tokens_per_s']:.0f} tokens/s{note}")
     return result
+
+
+def _zeroshot(args: argparse.Namespace) -> dict[str, Any]:
+    """`eval --tasks`: accuracy through lm-evaluation-harness, one row per task."""
+    from ..evaluation.zeroshot import ZeroShotConfig, evaluate_tasks
+
+    config = ZeroShotConfig(tasks=tuple(_items(args.tasks, "tasks")), num_fewshot=args.num_fewshot, limit=args.limit,
+                            batch_size=args.batch_size, device=args.device, weights_dtype=args.weights_dtype)
+    rows = evaluate_tasks(args.model, config, tqdm_progress("tasks"))
+    if human(args):
+        for r in rows:
+            norm = "" if r["acc_norm"] is None else f", acc_norm {r['acc_norm']:.4f} ± {r['acc_norm_stderr'] or 0:.4f}"
+            note = " (from the run registry)" if r["cached"] else ""
+            print(f"{r['task']}: acc {r['acc']:.4f} ± {r['acc_stderr'] or 0:.4f}{norm} over {r['examples']} examples, "
+                  f"{r['num_fewshot']}-shot{note}")
+    return {"tasks": rows}
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -114,9 +132,13 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("eval", help="perplexity over non-overlapping windows")
+    p = sub.add_parser("eval", help="perplexity over non-overlapping windows, or accuracy on harness tasks (--tasks)")
     add_model(p)
     eval_options(p)
+    p.add_argument("--tasks", help="comma-separated lm-evaluation-harness tasks (boolq and commonsense_qa run offline "
+                                   "from $WELORE_DATA; any task by name online) instead of perplexity")
+    p.add_argument("--limit", type=int, help="--tasks: examples per task (a preview; default: the whole split)")
+    p.add_argument("--num-fewshot", type=int, default=0, help="--tasks: in-context examples (default: 0)")
     add_output(p)
     p.set_defaults(run=cmd_eval)
 

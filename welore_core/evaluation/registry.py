@@ -22,6 +22,10 @@ from ..errors import WeLoreError
 from ..utils import VERSION, cache_dir, disk_full, free_bytes, make_folder
 from .attribution import ATTRIBUTION, backfill_fields
 
+# zero-shot rows (kind "zeroshot", one per harness task): accuracy beside the perplexity rows
+ZEROSHOT = {"task": "TEXT", "num_fewshot": "INTEGER", "limit_n": "INTEGER", "acc": "REAL", "acc_stderr": "REAL",
+            "acc_norm": "REAL", "acc_norm_stderr": "REAL", "examples": "INTEGER", "harness": "TEXT"}
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -31,11 +35,11 @@ CREATE TABLE IF NOT EXISTS runs (
     model TEXT, fingerprint TEXT, plan_hash TEXT, strategy TEXT, err REAL, k REAL, mode TEXT,
     params INTEGER, ppl REAL, nll REAL, dataset TEXT, data_hash TEXT, tokens INTEGER, token_budget INTEGER,
     seqlen INTEGER, seconds REAL, tokens_per_s REAL, version TEXT, result TEXT,
-    """ + ", ".join(f"{name} {kind}" for name, kind in ATTRIBUTION.items()) + """
+    """ + ", ".join(f"{name} {kind}" for name, kind in {**ATTRIBUTION, **ZEROSHOT}.items()) + """
 )"""
 COLUMNS = ("kind", "model", "fingerprint", "plan_hash", "strategy", "err", "k", "mode", "params", "ppl", "nll",
            "dataset", "data_hash", "tokens", "token_budget", "seqlen", "seconds", "tokens_per_s", "version",
-           *ATTRIBUTION)
+           *ATTRIBUTION, *ZEROSHOT)
 
 
 def connect(path: Path, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None) -> sqlite3.Connection:
@@ -56,19 +60,24 @@ def connect(path: Path, schema: str, migrate: Callable[[sqlite3.Connection], Non
 
 
 def migrate_runs(conn: sqlite3.Connection) -> None:
-    """Add the attribution columns to a registry written before them and backfill its rows (`backfill_fields`):
-    every row is kept. One process migrates; the others wait on the write lock and find it done."""
+    """Add the columns a registry written before them lacks (attribution, zero-shot) and backfill the attribution
+    of its rows (`backfill_fields`): every row is kept. One process migrates; the others wait on the write lock
+    and find it done."""
+    extra = {**ATTRIBUTION, **ZEROSHOT}
+
     def missing() -> list[str]:
         have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-        return [name for name in ATTRIBUTION if name not in have]
+        return [name for name in extra if name not in have]
 
     if not missing():
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for name in missing():
-            conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {ATTRIBUTION[name]}")
-        rows = conn.execute("SELECT id, model, fingerprint, mode FROM runs").fetchall()
+        added = missing()
+        for name in added:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {extra[name]}")
+        rows = conn.execute("SELECT id, model, fingerprint, mode FROM runs").fetchall() if set(added) & set(
+            ATTRIBUTION) else []
         for run_id, model, fingerprint, mode in rows:
             fields = backfill_fields({"model": model, "fingerprint": fingerprint, "mode": mode})
             if fields:

@@ -1,0 +1,241 @@
+"""Zero-shot accuracy through lm-evaluation-harness, as every peer reports it (SVD-LLM, ASVD, Basis Sharing).
+
+The harness's `HFLM` wraps the model this tool loaded (a compressed folder with its low-rank layers included),
+on the chosen device and dtype, and runs the harness's own tasks. Tasks whose data sit in `$WELORE_DATA` run
+offline from those files through the harness's documented local-dataset route: a task file that `include`s the
+harness's own task file (its prompt, choices and metric) and swaps only the data source for the local JSON
+(`dataset_path: json`), with a `process_docs` that maps the local fields onto the hub's. Any other task runs by
+name from the hub (online users). Results go to the run registry, one row per task, keyed by what decides
+them (fingerprint, plan, task, few-shot, limit, harness version, task file and data digests).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import WeLoreError
+from ..models import dtype_name, load_model, load_tokenizer, placement, resolve_model, source_fingerprint
+from ..utils import Progress, atomic_write_text, cache_dir, data_dir, read_capped
+from .attribution import source_fields
+from .registry import Registry, run_key
+from .runs import folder_plan_hash
+
+HARNESS = "lm-eval"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+                   "merges.txt")
+# task -> (the harness's own task file, relative to lm_eval/tasks; the local file under $WELORE_DATA; the
+# process_docs function of tasks_local.py that maps its fields onto the hub's)
+LOCAL = {"boolq": ("super_glue/boolq/default.yaml", "downstream/boolq/boolq_dev.jsonl", "boolq_docs"),
+         "commonsense_qa": ("commonsense_qa/default.yaml", "downstream/CommonsenseQA/dev_rand_split.jsonl",
+                            "commonsense_qa_docs")}
+PROCESS = '''"""Local data in the hub's fields (written by welore_core.evaluation.zeroshot)."""
+
+
+def boolq_docs(dataset):
+    return dataset.map(lambda d: {"label": int(bool(d["answer"]))})
+
+
+def commonsense_qa_docs(dataset):
+    def hub(d):
+        choices = d["question"]["choices"]
+        return {"question": d["question"]["stem"], "question_concept": d["question"].get("question_concept", ""),
+                "choices": {"label": [c["label"] for c in choices], "text": [c["text"] for c in choices]}}
+
+    return dataset.map(hub)
+'''
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Which harness tasks, and how (the harness's own names and defaults)."""
+
+    tasks: tuple[str, ...]  # harness task names, e.g. ("boolq", "commonsense_qa")
+    num_fewshot: int = 0
+    limit: int | None = None  # examples per task for a preview; None = the whole split
+    batch_size: int = 8
+    device: str = "auto"
+    weights_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.tasks or any(not t.strip() for t in self.tasks):
+            raise WeLoreError(f"tasks must be harness task names, got {list(self.tasks)!r}")
+        if self.limit is not None and self.limit < 1:
+            raise WeLoreError(f"limit must be at least 1 example (none: the whole split), got {self.limit}")
+        if self.num_fewshot < 0 or self.batch_size < 1:
+            raise WeLoreError(f"num_fewshot must be >= 0 and batch_size >= 1, got {self.num_fewshot}, "
+                              f"{self.batch_size}")
+        placement(self.device, self.weights_dtype, "zero-shot")
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """The harness's own output (its logging, tqdm bars, a `git describe` it runs) kept off the terminal: this
+    tool reports progress and results itself, and an error stays one line. Standard error is sent to a temporary
+    file at the descriptor level for the block (the child `git` writes there too)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def harness_version() -> str:
+    try:
+        return importlib.metadata.version(HARNESS)
+    except importlib.metadata.PackageNotFoundError:
+        raise WeLoreError(f"zero-shot tasks need lm-evaluation-harness: pip install {HARNESS}") from None
+
+
+def local_tasks() -> tuple[Path, dict[str, str]]:
+    """The folder of local task files for the tasks whose data exist under $WELORE_DATA, and each one's digest
+    (task file + data): written once under cache/harness-tasks/, checked line by line (bad JSON names the file)."""
+    import lm_eval
+
+    own = Path(lm_eval.__file__).parent / "tasks"
+    found = {name: (own / yaml, data_dir() / data, fn) for name, (yaml, data, fn) in LOCAL.items()
+             if (data_dir() / data).is_file()}
+    digests = {name: _digest(data, yaml) for name, (yaml, data, _) in found.items()}
+    folder = cache_dir() / "harness-tasks" / hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
+    if not (folder / "tasks_local.py").is_file():
+        for name, (yaml, data, fn) in found.items():
+            atomic_write_text(folder / f"{name}.yaml", f"include: {yaml}\ntask: {name}\ndataset_path: json\n"
+                              f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    validation: {data}\n"
+                              f"training_split: null\nvalidation_split: validation\n"
+                              f"process_docs: !function tasks_local.{fn}\n")
+        atomic_write_text(folder / "tasks_local.py", PROCESS)
+    return folder, digests
+
+
+def _digest(data: Path, yaml: Path) -> str:
+    """sha256 of the local data (every line checked to be a JSON object) and of the harness task file."""
+    digest = hashlib.sha256(read_capped(yaml, 2**20, "task file"))
+    blob = read_capped(data, 2**30, "task data")
+    for number, line in enumerate(blob.splitlines(), 1):
+        if line.strip():
+            try:
+                if not isinstance(json.loads(line), dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as err:
+                raise WeLoreError(f"{data}: line {number} is not a JSON object ({err})") from None
+    digest.update(blob)
+    return digest.hexdigest()[:16]
+
+
+def task_manager(tasks: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
+    """The harness's TaskManager with the local tasks in front, and their digests; an unknown task is one line
+    with the closest names. When every task is local only their folder is indexed (the harness's own index of
+    all its tasks takes about 10 s on 2 cores), once per process."""
+    folder, digests = local_tasks()
+    manager = _manager(str(folder), defaults=not set(tasks) <= set(digests))
+    known = manager.all_tasks
+    for task in tasks:
+        if task not in known:
+            close = difflib.get_close_matches(task, known, n=4)
+            raise WeLoreError(f"unknown harness task {task!r}" + (f"; closest: {', '.join(close)}" if close else ""))
+    return manager, digests
+
+
+@lru_cache(maxsize=4)
+def _manager(folder: str, defaults: bool) -> Any:
+    from lm_eval.tasks import TaskManager
+
+    with quiet():
+        return TaskManager(include_path=folder, include_defaults=defaults)
+
+
+def evaluate_tasks(spec: str | Path | None, config: ZeroShotConfig, progress: Progress | None = None,
+                   registry: Registry | None = None, origin: str = "eval") -> list[dict[str, Any]]:
+    """Accuracy of a model (or compressed folder) on each task: one registry row per task, an identical request
+    answered from the registry."""
+    version = harness_version()
+    manager, digests = task_manager(config.tasks)
+    registry = registry or Registry.default()
+    source = resolve_model(spec)
+    fingerprint = source_fingerprint(source)
+    device, dtype = placement(config.device, config.weights_dtype, "zero-shot")
+    identity = {"kind": "zeroshot", "fingerprint": fingerprint, "plan_hash": folder_plan_hash(source),
+                "tokenizer": tokenizer_digest(source.path),
+                "num_fewshot": config.num_fewshot, "limit": config.limit, "harness": version,
+                "weights_dtype": dtype_name(dtype)}
+    keys = {t: run_key(**identity, task=t, task_digest=digests.get(t, "hub")) for t in config.tasks}
+    results = {t: known for t in config.tasks if (known := registry.lookup(keys[t])) is not None}
+    todo = [t for t in config.tasks if t not in results]
+    if todo:
+        measured = _run(source, todo, config, manager, device, dtype, progress)
+        fields = {**source_fields(source, fingerprint), "model": source.label, "fingerprint": fingerprint,
+                  "plan_hash": identity["plan_hash"], "origin": origin, "num_fewshot": config.num_fewshot,
+                  "limit_n": config.limit, "harness": version}
+        fields["mode"] = fields.get("mode") or source.kind
+        for task, result in measured.items():
+            registry.record(keys[task], {**fields, "kind": "zeroshot", "task": task, "params": result["params"],
+                                         **{k: result[k] for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr",
+                                                                   "examples")}}, result)
+            results[task] = result
+    return [{**results[t], "cached": t not in todo} for t in config.tasks]
+
+
+def tokenizer_digest(folder: Path) -> str:
+    """sha256 of a model folder's tokenizer files: the prompts are scored through them, so they are part of a
+    zero-shot result's identity as the weights are."""
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (folder / name).is_file():
+            digest.update(name.encode() + b"\0" + read_capped(folder / name, 2**30, "tokenizer file"))
+    return digest.hexdigest()[:16]
+
+
+def _run(source: Any, tasks: list[str], config: ZeroShotConfig, manager: Any, device: Any, dtype: Any,
+         progress: Progress | None) -> dict[str, dict[str, Any]]:
+    """The harness on the loaded model: its HFLM around our module and tokenizer, its simple_evaluate."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from ..models import count_parameters
+
+    model = load_model(source, dtype, device)
+    tokenizer = load_tokenizer(source)
+    prefix = None if tokenizer.bos_token_id is not None or tokenizer.eos_token_id is not None else tokenizer.unk_token_id
+    with quiet():
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, device=str(device),
+                  prefix_token_id=prefix)
+    if progress:
+        progress(0, len(tasks), f"harness: {', '.join(tasks)}")
+    try:
+        with quiet():
+            out = simple_evaluate(model=lm, tasks=tasks, num_fewshot=config.num_fewshot, limit=config.limit,
+                                  task_manager=manager, log_samples=False)
+    except (OSError, ConnectionError, ValueError, RuntimeError) as err:  # hub data unreachable, a damaged file
+        local = ", ".join(f"{t} ({data_dir() / LOCAL[t][1]})" for t in tasks if t in LOCAL) or "none of them"
+        raise WeLoreError(f"tasks {', '.join(tasks)}: the harness could not load their data ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); local files looked for: {local}") from None
+    params = count_parameters(model)
+    measured = {}
+    for task in tasks:
+        row = out["results"][task]
+        value = {name: row.get(f"{name},none") for name in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")}
+        value = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None)
+                 for k, v in value.items()}
+        if value["acc"] is None:
+            raise WeLoreError(f"task {task}: the harness reported no finite accuracy ({row})")
+        measured[task] = {"task": task, **value, "examples": int(out["n-samples"][task]["effective"]),
+                          "num_fewshot": config.num_fewshot, "limit": config.limit, "params": params,
+                          "model": source.label}
+    if progress:
+        progress(len(tasks), len(tasks), "harness: done")
+    return measured
