@@ -34,6 +34,10 @@ with st.form("launch"):
                          help="wikitext2, c4 (hub) or a path to a text file")
     tokens = d2.number_input("Token budget", 64, 10_000_000, cfg.eval_tokens, 1024)
     seqlen = d3.number_input("Window (seqlen)", 2, 32768, cfg.eval_seqlen, 64)
+    t1, t2 = st.columns([3, 1])
+    tasks = t1.multiselect("Zero-shot tasks (lm-evaluation-harness)", wc.local_task_names(),
+                           help="the harness's own tasks, run offline from $WELORE_DATA, in the same job")
+    limit = t2.number_input("Examples per task (0 = all)", 0, 100_000, cfg.task_limit, 50)
     save_to = st.text_input("Save the compressed model to (optional folder)", "")
     launched = st.form_submit_button("Launch", type="primary")
 
@@ -52,10 +56,12 @@ if launched:
         saved = Path(save_to) if save_to.strip() else None
         spec = model.strip() or None
         compression = wc.CompressionConfig(mode=mode, device=device, weights_dtype=weights)
+        zeroshot = (wc.ZeroShotConfig(tasks=tuple(tasks), limit=int(limit) or None, device=device,
+                                      weights_dtype=weights) if tasks else None)
         launch(store, "compress-eval", {"model": model or info.label, "strategy": strategy, "err": err, "mode": mode,
                                         "data": data, "tokens": int(tokens), "seqlen": int(seqlen)},
                lambda progress: wc.compress_and_evaluate(spec, target, config, compression, progress, save_to=saved,
-                                                         spectra=spectra_config),
+                                                         spectra=spectra_config, tasks=zeroshot),
                Params.EVAL_JOB)
     except wc.WeLoreError as problem:
         st.error(plain(problem))
@@ -74,6 +80,10 @@ def follow() -> None:
         cols[1].metric("Parameters", f"{r['params'] / 1e6:.2f} M")
         cols[2].metric("Tokens", f"{r['tokens']}")
         cols[3].metric("From registry", "yes" if r.get("cached") else "no")
+        accuracy = [(k.removeprefix("acc_"), v, r.get(f"acc_stderr_{k.removeprefix('acc_')}")) for k, v in r.items()
+                    if k.startswith("acc_") and not k.startswith("acc_stderr_")]
+        for col, (task, acc, err) in zip(st.columns(max(len(accuracy), 1)), accuracy):
+            col.metric(f"Accuracy: {task}", f"{acc:.4f}", help=f"± {err:.4f} (standard error)" if err else None)
 
 
 follow()
@@ -89,20 +99,28 @@ else:
     models = list(dict.fromkeys(runs["source_model"].where(runs["source_model"].notna(), runs["model"])))
     chart_model = r1.selectbox("Model", models, index=models.index(info.label) if info.label in models else 0)
     axis = r3.radio("x axis", ["ERR", "parameters"], horizontal=True)
-    placed, unplaced = wc.chart_runs(runs, chart_model, "err" if axis == "ERR" else "params")
+    zeroshot = wc.Registry.default().frame("zeroshot")
+    measures = ["perplexity", *(f"accuracy: {t}" for t in dict.fromkeys(zeroshot["task"].dropna()))]
+    measure = st.selectbox("Measure", measures, help="perplexity, or a harness task's accuracy")
+    y = "ppl" if measure == "perplexity" else "acc"
+    rows = runs if y == "ppl" else zeroshot[zeroshot["task"] == measure.removeprefix("accuracy: ")]
+    placed, unplaced = wc.chart_runs(rows, chart_model, "err" if axis == "ERR" else "params", y)
     origin = placed["origin"].fillna("eval")
     measured_by = r4.multiselect("Measured by", [o for o in wc.ORIGINS if o in set(origin)],
                                  default=[o for o in wc.ORIGINS if o in set(origin)],
                                  help="eval: `welore eval`; sweep: `welore sweep`; dashboard: this page's jobs")
     placed = placed[origin.isin(measured_by)]
-    setting = placed[["dataset", "seqlen", "token_budget"]].astype(str).agg(" · ".join, axis=1)
+    columns = ["dataset", "seqlen", "token_budget"] if y == "ppl" else ["num_fewshot", "limit_n", "harness"]
+    setting = placed[columns].astype(str).agg(" · ".join, axis=1)
     settings = list(setting.value_counts().index)  # the setting with the most runs first
-    chosen = r2.selectbox("Data · seqlen · token budget", settings) if settings else None
+    chosen = r2.selectbox("Data · seqlen · token budget" if y == "ppl" else "Few-shot · limit · harness", settings
+                          ) if settings else None
     part = placed[setting == chosen] if chosen is not None else placed
     st.caption(f"{len(part)} runs on the chart")
-    st.plotly_chart(wc.figures.runs_figure(part, "err" if axis == "ERR" else "params"), width="stretch", theme=None)
+    st.plotly_chart(wc.figures.runs_figure(part, "err" if axis == "ERR" else "params", y), width="stretch",
+                    theme=None)
     if not unplaced.empty:
         st.markdown("**Runs not on the chart**, and why")
-        st.dataframe(unplaced[["model", "strategy", "mode", "err", "params", "ppl", "dataset", "reason"]],
-                     hide_index=True, width="stretch")
+        st.dataframe(unplaced[["model", "strategy", "mode", "err", "params", y, "reason"]], hide_index=True,
+                     width="stretch")
     st.dataframe(runs, hide_index=True, width="stretch")

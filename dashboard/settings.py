@@ -23,6 +23,7 @@ class Settings:
     eval_tokens: int = 8192  # Compress & evaluate: tokens scored per run
     eval_seqlen: int = 512  # window length of both pages
     sensitivity_tokens: int = 4096  # Sensitivity: tokens per group (one evaluation per layer type or layer)
+    task_limit: int = 0  # Compress & evaluate: examples per zero-shot task (0 = the whole split)
     ft_data: str = ""  # Fine-tune: training text ("" = tinyshakespeare under $WELORE_DATA)
     ft_steps: int = 20
     ft_seqlen: int = 128

@@ -121,3 +121,55 @@ def test_a_task_without_local_data_offline_says_where_it_looked(data: Path, mode
     message = one_line(err)
     assert code == 2 and "the harness could not load their data" in message
     assert str(data / "downstream" / "boolq" / "boolq_dev.jsonl") in message
+
+
+@pytest.mark.slow  # a sweep of two points, each with the harness
+def test_a_sweep_puts_accuracy_beside_perplexity(data: Path, model_dir: Path, corpus_file: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sweep"
+    code, _, err = run(capsys, "sweep", str(model_dir), "--errs", "60", "--strategies", "welore", "--data",
+                       str(corpus_file), "--seqlen", "32", "--tokens", "64", "--tasks", "boolq", "--limit", "2",
+                       "-o", str(out))
+    assert code == 0, err
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["strategy"] for r in rows] == ["dense", "welore"]
+    assert all(0.0 <= r["acc_boolq"] <= 1.0 and "acc_stderr_boolq" in r for r in rows)
+    recorded = wc.Registry.default().frame("zeroshot")
+    assert sorted(recorded["origin"]) == ["sweep", "sweep"] and set(recorded["strategy"].dropna()) == {"welore"}
+    assert recorded["source_model"].tolist() == [model_dir.name] * 2
+
+
+@pytest.mark.slow  # a background job with the harness, in AppTest
+def test_the_evaluate_page_measures_tasks_in_the_same_job_and_charts_accuracy(data: Path, model_dir: Path,
+                                                                              corpus_file: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    from welore_core.evaluation import wait
+
+    for key, value in {"WELORE_MODEL": str(model_dir), "WELORE_EVAL_DATA": str(corpus_file), "WELORE_EVAL_TOKENS": "64",
+                       "WELORE_EVAL_SEQLEN": "32", "WELORE_TASK_LIMIT": "2"}.items():
+        monkeypatch.setenv(key, value)
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.switch_page("dashboard/page_evaluate.py").run()
+    assert not at.exception
+    at.multiselect[0].set_value(["boolq"])
+    at.button[0].click().run()  # the form's Launch button
+    assert not at.exception and not at.error
+    state = wait(at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"],
+                 timeout=180)
+    assert state.status == "done", state.error
+    assert 0.0 <= state.result["acc_boolq"] <= 1.0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(m.label == "Accuracy: boolq" for m in at.metric):
+        at.run()
+    assert any(m.label == "Accuracy: boolq" for m in at.metric)
+    row = wc.Registry.default().frame("zeroshot").iloc[0]
+    assert (row["task"], row["origin"], row["limit_n"], row["strategy"]) == ("boolq", "dashboard", 2, "welore")
+    next(s for s in at.selectbox if s.label == "Measure").set_value("accuracy: boolq").run()
+    assert not at.exception
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    (trace,) = [t for t in spec["data"] if t["name"] == "welore (lrc)"]
+    assert spec["layout"]["yaxis"]["title"]["text"] == "accuracy" and trace["y"] is not None

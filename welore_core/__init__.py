@@ -29,8 +29,8 @@ from .dynamics import (DynamicsConfig, DynamicsRun, EmergenceConfig, RunFolder, 
                        default_folder, emergence_over_time, emergence_summary, gradient_cosine, gradient_cosines,
                        gradient_vectors, load_preset, load_run, presets, run_dynamics, spectra_over_time)
 from .errors import RankMapError, WeLoreError
-from .evaluation import (ORIGINS, EvalConfig, EvalResult, JobCancelled, JobState, JobStore, Registry, chart_runs,
-                         compress_and_evaluate,
+from .evaluation import (ORIGINS, EvalConfig, EvalResult, JobCancelled, JobState, JobStore, Registry,
+                         ZeroShotConfig, chart_runs, compress_and_evaluate, evaluate_tasks, local_task_names,
                          evaluate_model, load_for_eval, perplexity, perplexity_sweep, sensitivity_of, sensitivity_scan,
                          start_job, wait)
 from .finetune import MODES as FINETUNE_MODES
@@ -56,8 +56,8 @@ __all__ = [
     "describe_model", "discover_layers", "expect_kind", "guess_kind", "load_model", "resolve_model",
     "source_fingerprint", "DATASETS", "TASKS", "Corpus", "load_corpus", "load_task", "tokenize_corpus",
     # evaluation, registry, jobs
-    "ORIGINS", "EvalConfig", "EvalResult", "JobCancelled", "JobState", "JobStore", "Registry", "chart_runs",
-    "compress_and_evaluate",
+    "ORIGINS", "EvalConfig", "EvalResult", "JobCancelled", "JobState", "JobStore", "Registry", "ZeroShotConfig",
+    "chart_runs", "compress_and_evaluate", "evaluate_tasks", "local_task_names",
     "evaluate_model", "load_for_eval", "perplexity", "perplexity_sweep", "sensitivity_of", "sensitivity_scan",
     "start_job", "wait",
     # fine-tuning

@@ -42,11 +42,9 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 def _zeroshot(args: argparse.Namespace) -> dict[str, Any]:
     """`eval --tasks`: accuracy through lm-evaluation-harness, one row per task."""
-    from ..evaluation.zeroshot import ZeroShotConfig, evaluate_tasks
+    from ..evaluation.zeroshot import evaluate_tasks
 
-    config = ZeroShotConfig(tasks=tuple(_items(args.tasks, "tasks")), num_fewshot=args.num_fewshot, limit=args.limit,
-                            batch_size=args.batch_size, device=args.device, weights_dtype=args.weights_dtype)
-    rows = evaluate_tasks(args.model, config, tqdm_progress("tasks"))
+    rows = evaluate_tasks(args.model, _tasks_config(args), tqdm_progress("tasks"))
     if human(args):
         for r in rows:
             norm = "" if r["acc_norm"] is None else f", acc_norm {r['acc_norm']:.4f} ± {r['acc_norm_stderr'] or 0:.4f}"
@@ -54,6 +52,22 @@ def _zeroshot(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{r['task']}: acc {r['acc']:.4f} ± {r['acc_stderr'] or 0:.4f}{norm} over {r['examples']} examples, "
                   f"{r['num_fewshot']}-shot{note}")
     return {"tasks": rows}
+
+
+def _tasks_config(args: argparse.Namespace) -> Any:
+    """The ZeroShotConfig of --tasks, --limit, --num-fewshot and the placement options."""
+    from ..evaluation.zeroshot import ZeroShotConfig
+
+    return ZeroShotConfig(tasks=tuple(_items(args.tasks, "tasks")), num_fewshot=args.num_fewshot, limit=args.limit,
+                          batch_size=args.batch_size, device=args.device, weights_dtype=args.weights_dtype)
+
+
+def task_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--tasks, --limit and --num-fewshot: accuracy through lm-evaluation-harness."""
+    p.add_argument("--tasks", help=f"comma-separated lm-evaluation-harness tasks {what} (boolq and commonsense_qa "
+                                   "run offline from $WELORE_DATA; any task by name online)")
+    p.add_argument("--limit", type=int, help="--tasks: examples per task (a preview; default: the whole split)")
+    p.add_argument("--num-fewshot", type=int, default=0, help="--tasks: in-context examples (default: 0)")
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -85,8 +99,9 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     calibrated = [s for s in strategies if s in CALIBRATED]
     calib = calibration(args, needed=bool(calibrated) or ("greedy" in strategies and bool(args.calib)),
                         what=f"--strategies {calibrated[0]}" if calibrated else "")
+    tasks = _tasks_config(args) if args.tasks else None
     df = perplexity_sweep(args.model, errs, strategies, config_from(EvalConfig, args), config, tqdm_progress("sweep"),
-               calib=calib, params=params)
+                          calib=calib, params=params, tasks=tasks)
     write_reports(out, {"sweep": sweep_figure(df)},
                   {"sweep.csv": df.to_csv(index=False), "sweep.json": df.to_json(orient="records", indent=1)})
     if human(args):
@@ -135,10 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("eval", help="perplexity over non-overlapping windows, or accuracy on harness tasks (--tasks)")
     add_model(p)
     eval_options(p)
-    p.add_argument("--tasks", help="comma-separated lm-evaluation-harness tasks (boolq and commonsense_qa run offline "
-                                   "from $WELORE_DATA; any task by name online) instead of perplexity")
-    p.add_argument("--limit", type=int, help="--tasks: examples per task (a preview; default: the whole split)")
-    p.add_argument("--num-fewshot", type=int, default=0, help="--tasks: in-context examples (default: 0)")
+    task_options(p, "instead of perplexity")
     add_output(p)
     p.set_defaults(run=cmd_eval)
 
@@ -152,6 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     calibration_options(p)
     p.add_argument("-o", "--output", default="out/sweep", help="folder for sweep.csv, sweep.json, sweep.html")
     eval_options(p)
+    task_options(p, "measured at every point beside perplexity")
     add_output(p)
     p.set_defaults(run=cmd_sweep)
 

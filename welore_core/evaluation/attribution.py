@@ -9,6 +9,8 @@ chart can place and what it cannot, with the reason.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from ..utils import read_json
 ATTRIBUTION = {"source_model": "TEXT", "source_fingerprint": "TEXT", "target": "TEXT", "achieved_err": "REAL",
                "params_removed_pct": "REAL", "act_svd": "INTEGER", "calibration": "TEXT", "finetuned": "TEXT",
                "folder": "TEXT", "origin": "TEXT", "attribution": "TEXT"}
-ORIGINS = ("eval", "sweep", "dashboard", "finetune")  # the path that measured a row (`welore eval` is "eval")
+ORIGINS = ("eval", "sweep", "dashboard", "finetune", "bench")  # the path that measured a row (`welore eval`: "eval")
 GONE = "unattributed: its compressed folder is gone (or was evaluated from another directory)"
 
 
@@ -65,6 +67,28 @@ def source_fields(source: ModelSource, fingerprint: str) -> dict[str, Any]:
             "finetuned": finetuned, "folder": str(source.path.resolve())}
 
 
+def plan_hash(ranks: dict[str, int] | None, mode: str = "dense", act_svd: bool = False,
+              extra: dict[str, Any] | None = None) -> str:
+    """Identity of a compression: the per-layer ranks and how they were applied ("dense" = none).
+
+    `extra` carries whatever else changes the factors: the compression settings (damping, SVD dtype)
+    and, for ActSVD, the calibration data's digest, samples, seqlen and seed.
+    """
+    if not ranks:
+        return "dense"
+    blob = json.dumps({"ranks": dict(sorted(ranks.items())), "mode": mode, "act_svd": act_svd, **(extra or {})},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def folder_plan_hash(source: ModelSource) -> str:
+    """The plan hash of a compressed folder (the ranks and mode its manifest records); "dense" otherwise."""
+    if source.kind != "compressed":
+        return "dense"
+    manifest = read_manifest(source.path)
+    return plan_hash({**manifest["factored"], **manifest["truncated"]}, manifest["mode"], manifest["act_svd"])
+
+
 def backfill_fields(row: dict[str, Any]) -> dict[str, Any]:
     """Attribution of a registry row written before these columns: a dense or in-memory compression is its own
     model's; a compressed folder's is read from the folder when it is still where its name points and holds the
@@ -83,10 +107,10 @@ def backfill_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {"attribution": GONE}
 
 
-def chart_runs(runs: pd.DataFrame, model: str, x: str = "err") -> tuple[pd.DataFrame, pd.DataFrame]:
+def chart_runs(runs: pd.DataFrame, model: str, x: str = "err", y: str = "ppl") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The registry's rows of `model` (measured on it, or on a compression of it) as a chart sees them: rows it
-    can place (dense baselines, and compressions with a value on the `x` axis: "err" or "params") and rows it
-    cannot, each with a `reason`."""
+    can place (dense baselines, and compressions with a value on the `x` axis: "err" or "params", and on the `y`
+    axis: "ppl" or "acc") and rows it cannot, each with a `reason`."""
     source = runs["source_model"].where(runs["source_model"].notna(), runs["model"]) if len(runs) else runs["model"]
     mine = runs[source == model].copy()
     mine["strategy"] = mine["strategy"].where(mine["strategy"].notna(), None)
@@ -96,6 +120,6 @@ def chart_runs(runs: pd.DataFrame, model: str, x: str = "err") -> tuple[pd.DataF
     compressed = mine["strategy"].notna() | (mine["mode"] == "compressed")
     missing = mine[x].isna() if x in mine else pd.Series(True, index=mine.index)
     reason[(reason == "") & compressed & missing] = f"no {'ERR' if x == 'err' else 'parameter count'} recorded"
-    reason[(reason == "") & mine["ppl"].isna()] = "no perplexity recorded"
+    reason[(reason == "") & mine[y].isna()] = f"no {'perplexity' if y == 'ppl' else 'accuracy'} recorded"
     placed, unplaced = mine[reason == ""], mine[reason != ""].assign(reason=reason[reason != ""])
     return placed, unplaced

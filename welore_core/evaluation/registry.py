@@ -118,20 +118,6 @@ def database_errors(path: Path) -> Iterator[None]:
                           "(a new registry starts empty)") from None
 
 
-def plan_hash(ranks: dict[str, int] | None, mode: str = "dense", act_svd: bool = False,
-              extra: dict[str, Any] | None = None) -> str:
-    """Identity of a compression: the per-layer ranks and how they were applied ("dense" = none).
-
-    `extra` carries whatever else changes the factors: the compression settings (damping, SVD dtype)
-    and, for ActSVD, the calibration data's digest, samples, seqlen and seed.
-    """
-    if not ranks:
-        return "dense"
-    blob = json.dumps({"ranks": dict(sorted(ranks.items())), "mode": mode, "act_svd": act_svd, **(extra or {})},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def run_key(**identity: Any) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -21,11 +21,12 @@ from ..compression.spectra import SpectraConfig
 from ..data import check_corpus, load_corpus, tokenize_corpus, windows_of
 from ..errors import WeLoreError
 from ..models import (ModelSource, check_source_seqlen, count_parameters, dtype_name, load_model, load_tokenizer,
-                      read_manifest, resolve_model, source_fingerprint)
+                      resolve_model, source_fingerprint)
 from ..utils import Progress
-from .attribution import plan_fields, source_fields
 from .perplexity import EvalConfig, perplexity
-from .registry import Registry, plan_hash, run_key
+from .attribution import folder_plan_hash, plan_fields, plan_hash, source_fields
+from .registry import Registry, run_key
+from .zeroshot import ZeroShotConfig, measure_tasks, tasks_dtype, tokenizer_digest
 
 
 @dataclass
@@ -79,14 +80,6 @@ def eval_identity(fingerprint: str, phash: str, config: EvalConfig, data_hash: s
     return identity if dtype == "float32" else {**identity, "weights_dtype": dtype}  # float32 keys stay as they were
 
 
-def folder_plan_hash(source: ModelSource) -> str:
-    """The plan hash of a compressed folder (the ranks and mode its manifest records); "dense" otherwise."""
-    if source.kind != "compressed":
-        return "dense"
-    manifest = read_manifest(source.path)
-    return plan_hash({**manifest["factored"], **manifest["truncated"]}, manifest["mode"], manifest["act_svd"])
-
-
 def evaluate_model(spec: str | Path | None, config: EvalConfig, progress: Progress | None = None,
                    registry: Registry | None = None, loaded: Loaded | None = None, origin: str = "eval") -> dict[str, Any]:
     """`welore eval`: perplexity of a model or compressed folder, answered from the registry when known; a
@@ -127,9 +120,7 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Targ
     The loaded model is never modified: compression works on a copy. With `save_to`, the compressed copy
     is also written as a compressed-model folder (even when the PPL came from the registry).
     """
-    ranks = target_ranks(target) if target is not None else None
-    identity = eval_identity(loaded.fingerprint, plan_hash(ranks, compression.mode, compression.act_svd, extra),
-                             eval_config, data_hash)
+    identity = eval_identity(loaded.fingerprint, point_plan_hash(target, compression, extra), eval_config, data_hash)
     key = run_key(**identity)
     result = registry.lookup(key)
     if result is not None and save_to is None:
@@ -154,6 +145,20 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Targ
     return result, cached
 
 
+def point_plan_hash(target: Target | None, compression: CompressionConfig, extra: dict[str, Any] | None = None) -> str:
+    """The plan hash of `target` applied in memory with `compression` ("dense" for none)."""
+    ranks = target_ranks(target) if target is not None else None
+    return plan_hash(ranks, compression.mode, compression.act_svd, extra)
+
+
+def compressed_copy(loaded: Loaded, target: Target, compression: CompressionConfig,
+                    grams: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A copy of the loaded model compressed to `target` (the loaded model is never modified)."""
+    model = copy.deepcopy(loaded.model)
+    compress_to(model, target, compression, grams)
+    return model
+
+
 def target_rankmap(target: Target) -> dict[str, Any]:
     """The rank map a target records (a plain {name: rank} dict records ranks only: strategy "custom")."""
     if isinstance(target, RankPlan):
@@ -166,9 +171,10 @@ def target_rankmap(target: Target) -> dict[str, Any]:
 def compress_and_evaluate(spec: str | Path | None, target: PlanConfig | dict[str, Any] | None, eval_config: EvalConfig,
                           compression: CompressionConfig | None = None, progress: Progress | None = None,
                           registry: Registry | None = None, save_to: Path | None = None,
-                          spectra: SpectraConfig | None = None) -> dict[str, Any]:
+                          spectra: SpectraConfig | None = None, tasks: ZeroShotConfig | None = None) -> dict[str, Any]:
     """One launch from the dashboard: load, plan (a PlanConfig on the model's spectra, or a rank map dict;
-    None = dense), compress (weight SVD), optionally save, evaluate."""
+    None = dense), compress (weight SVD), optionally save, evaluate; with `tasks`, the harness's accuracy on
+    them too (`acc_<task>`), in the same job."""
     compression = compression or CompressionConfig()
     if compression.act_svd:
         raise WeLoreError("compress_and_evaluate uses weight SVD; run ActSVD through sweep or the CLI")
@@ -182,6 +188,29 @@ def compress_and_evaluate(spec: str | Path | None, target: PlanConfig | dict[str
     result, cached = evaluate_point(loaded, ids, data_hash, resolved, compression, eval_config,
                                     registry or Registry.default(), progress=progress, save_to=save_to,
                                     origin="dashboard")
+    if tasks is not None:
+        result = {**result, **point_tasks(loaded, resolved, compression, None, {}, tasks,
+                                          registry or Registry.default(), origin="dashboard")}
     achieved = target_summary(resolved)["achieved_err"] if resolved is not None else 0.0
     return {**result, "cached": cached, "model": loaded.source.label, "achieved_err": achieved,
             "saved_to": str(save_to) if save_to else None}
+
+
+def point_tasks(loaded: Loaded, plan: Target | None, compression: CompressionConfig,
+                 grams: dict[str, torch.Tensor] | None, extra: dict[str, Any], tasks: ZeroShotConfig,
+                 registry: Registry, origin: str = "sweep") -> dict[str, Any]:
+    """Accuracy of `loaded` compressed to `plan` (None: dense) on `tasks`, as `acc_<task>` and `acc_stderr_<task>`;
+    a copy is compressed only when a task is not in the registry yet."""
+    identity = {"fingerprint": loaded.fingerprint, "plan_hash": point_plan_hash(plan, compression, extra),
+                "tokenizer": tokenizer_digest(loaded.source.path), "weights_dtype": dtype_name(tasks_dtype(tasks))}
+    fields: dict[str, Any] = {**source_fields(loaded.source, loaded.fingerprint), "model": loaded.source.label,
+                              "mode": "dense", "origin": origin}
+    if plan is not None:
+        fields.update(plan_fields(target_rankmap(plan), compression.mode, compression.act_svd,
+                                  str(extra.get("calib", ""))))
+    def model_of() -> tuple[torch.nn.Module, Any]:
+        return loaded.model if plan is None else compressed_copy(loaded, plan, compression, grams), loaded.tokenizer
+
+    rows = measure_tasks(tasks, identity, fields, model_of, registry)
+    return {column: r[name] for r in rows for column, name in ((f"acc_{r['task']}", "acc"),
+                                                              (f"acc_stderr_{r['task']}", "acc_stderr"))}

@@ -15,16 +15,20 @@ from ..errors import WeLoreError
 from ..utils import Progress
 from .perplexity import EvalConfig
 from .registry import Registry
-from .runs import evaluate_point, load_for_eval, token_ids
+from .runs import evaluate_point, load_for_eval, point_tasks, token_ids
+from .zeroshot import ZeroShotConfig
 
 
 def perplexity_sweep(spec: str | Path | None, errs: list[float], strategies: list[str], eval_config: EvalConfig,
           compression: CompressionConfig | None = None, progress: Progress | None = None,
           registry: Registry | None = None, calib: Calibration | None = None,
-          spectra_config: SpectraConfig | None = None, params: list[float] | None = None) -> pd.DataFrame:
+          spectra_config: SpectraConfig | None = None, params: list[float] | None = None,
+          tasks: ZeroShotConfig | None = None) -> pd.DataFrame:
     """Compress at each (strategy, ERR) — or (strategy, parameters removed) with `params` — and evaluate; one
     row per point plus the dense baseline. Every point's settings are checked before the model is loaded.
-    The data-aware strategies plan on whitened spectra from `calib`, whose statistics ActSVD then reuses."""
+    The data-aware strategies plan on whitened spectra from `calib`, whose statistics ActSVD then reuses. With
+    `tasks`, every point also gets the harness's accuracy on them (`acc_<task>` and `acc_stderr_<task>` columns),
+    each a registry row of its own."""
     compression = compression or CompressionConfig()
     if (compression.act_svd or set(CALIBRATED) & set(strategies)) and calib is None:
         raise WeLoreError("act_svd and the whitened and fisher strategies need --calib PATH (activation statistics)")
@@ -62,8 +66,12 @@ def perplexity_sweep(spec: str | Path | None, errs: list[float], strategies: lis
                      "nll": result["nll"], "tokens": result["tokens"],
                      "seconds": round(time.perf_counter() - start, 3), "cached": cached,
                      "mode": "dense" if plan is None else compression.mode, "act_svd": compression.act_svd})
+        if tasks is not None:
+            rows[-1].update(point_tasks(loaded, plan, compression, grams if compression.act_svd else None, extra,
+                                         tasks, registry))
         if progress:
             target = None if config is None else config.err if config.err is not None else config.params
             label = "dense" if config is None else f"{config.strategy} {target:g} %"
             progress(i, len(points) + 1, label)
     return pd.DataFrame(rows)
+

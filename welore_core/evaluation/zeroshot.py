@@ -22,14 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from torch import nn
 
 from ..errors import WeLoreError
 from ..models import dtype_name, load_model, load_tokenizer, placement, resolve_model, source_fingerprint
 from ..utils import Progress, atomic_write_text, cache_dir, data_dir, read_capped
-from .attribution import source_fields
+from .attribution import folder_plan_hash, source_fields
 from .registry import Registry, run_key
-from .runs import folder_plan_hash
 
 HARNESS = "lm-eval"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -93,6 +94,16 @@ def quiet() -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def local_task_names() -> list[str]:
+    """The tasks that run offline here: those whose data are under $WELORE_DATA (no harness import)."""
+    return [name for name, (_, data, _) in LOCAL.items() if (data_dir() / data).is_file()]
+
+
+def tasks_dtype(config: ZeroShotConfig) -> Any:
+    """The torch dtype the model is scored in."""
+    return placement(config.device, config.weights_dtype, "zero-shot")[1]
 
 
 def harness_version() -> str:
@@ -163,27 +174,39 @@ def evaluate_tasks(spec: str | Path | None, config: ZeroShotConfig, progress: Pr
                    registry: Registry | None = None, origin: str = "eval") -> list[dict[str, Any]]:
     """Accuracy of a model (or compressed folder) on each task: one registry row per task, an identical request
     answered from the registry."""
-    version = harness_version()
-    manager, digests = task_manager(config.tasks)
-    registry = registry or Registry.default()
     source = resolve_model(spec)
     fingerprint = source_fingerprint(source)
     device, dtype = placement(config.device, config.weights_dtype, "zero-shot")
-    identity = {"kind": "zeroshot", "fingerprint": fingerprint, "plan_hash": folder_plan_hash(source),
-                "tokenizer": tokenizer_digest(source.path),
-                "num_fewshot": config.num_fewshot, "limit": config.limit, "harness": version,
-                "weights_dtype": dtype_name(dtype)}
-    keys = {t: run_key(**identity, task=t, task_digest=digests.get(t, "hub")) for t in config.tasks}
+    identity = {"fingerprint": fingerprint, "plan_hash": folder_plan_hash(source),
+                "tokenizer": tokenizer_digest(source.path), "weights_dtype": dtype_name(dtype)}
+    fields = {**source_fields(source, fingerprint), "model": source.label, "origin": origin}
+    fields["mode"] = fields.get("mode") or source.kind
+    return measure_tasks(config, identity, fields, lambda: (load_model(source, dtype, device), load_tokenizer(source)),
+                         registry, progress)
+
+
+def measure_tasks(config: ZeroShotConfig, identity: dict[str, Any], fields: dict[str, Any],
+                  model_of: Callable[[], tuple[nn.Module, Any]], registry: Registry | None = None,
+                  progress: Progress | None = None) -> list[dict[str, Any]]:
+    """The tasks of `config` on the model `model_of` makes (called only when a task is not in the registry yet):
+    `identity` (fingerprint, plan, tokenizer, dtype) keys the rows with the task, few-shot, limit, harness version
+    and task data; `fields` (model, source and plan, origin) are recorded with them."""
+    version = harness_version()
+    manager, digests = task_manager(config.tasks)
+    registry = registry or Registry.default()
+    base = {"kind": "zeroshot", **identity, "num_fewshot": config.num_fewshot, "limit": config.limit,
+            "harness": version}
+    keys = {t: run_key(**base, task=t, task_digest=digests.get(t, "hub")) for t in config.tasks}
     results = {t: known for t in config.tasks if (known := registry.lookup(keys[t])) is not None}
     todo = [t for t in config.tasks if t not in results]
     if todo:
-        measured = _run(source, todo, config, manager, device, dtype, progress)
-        fields = {**source_fields(source, fingerprint), "model": source.label, "fingerprint": fingerprint,
-                  "plan_hash": identity["plan_hash"], "origin": origin, "num_fewshot": config.num_fewshot,
-                  "limit_n": config.limit, "harness": version}
-        fields["mode"] = fields.get("mode") or source.kind
+        model, tokenizer = model_of()
+        measured = _run(model, tokenizer, str(fields.get("model", "")), todo, config, manager, progress)
+        row = {**fields, "kind": "zeroshot", "fingerprint": identity["fingerprint"],
+               "plan_hash": identity["plan_hash"], "num_fewshot": config.num_fewshot, "limit_n": config.limit,
+               "harness": version}
         for task, result in measured.items():
-            registry.record(keys[task], {**fields, "kind": "zeroshot", "task": task, "params": result["params"],
+            registry.record(keys[task], {**row, "task": task, "params": result["params"],
                                          **{k: result[k] for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr",
                                                                    "examples")}}, result)
             results[task] = result
@@ -200,16 +223,15 @@ def tokenizer_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _run(source: Any, tasks: list[str], config: ZeroShotConfig, manager: Any, device: Any, dtype: Any,
+def _run(model: nn.Module, tokenizer: Any, label: str, tasks: list[str], config: ZeroShotConfig, manager: Any,
          progress: Progress | None) -> dict[str, dict[str, Any]]:
-    """The harness on the loaded model: its HFLM around our module and tokenizer, its simple_evaluate."""
+    """The harness on a loaded model: its HFLM around our module and tokenizer, its simple_evaluate."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     from ..models import count_parameters
 
-    model = load_model(source, dtype, device)
-    tokenizer = load_tokenizer(source)
+    device = next(model.parameters()).device
     prefix = None if tokenizer.bos_token_id is not None or tokenizer.eos_token_id is not None else tokenizer.unk_token_id
     with quiet():
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, device=str(device),
@@ -235,7 +257,7 @@ def _run(source: Any, tasks: list[str], config: ZeroShotConfig, manager: Any, de
             raise WeLoreError(f"task {task}: the harness reported no finite accuracy ({row})")
         measured[task] = {"task": task, **value, "examples": int(out["n-samples"][task]["effective"]),
                           "num_fewshot": config.num_fewshot, "limit": config.limit, "params": params,
-                          "model": source.label}
+                          "model": label}
     if progress:
         progress(len(tasks), len(tasks), "harness: done")
     return measured

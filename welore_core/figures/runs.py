@@ -57,12 +57,13 @@ def sensitivity_figure(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def runs_figure(runs: pd.DataFrame, x: str = "err") -> go.Figure:
-    """Recorded evaluations of one model on one data set (the rows `evaluation.chart_runs` places): PPL against
-    ERR or parameters, one line per strategy, mode and fine-tuning (a single run is a visible marker), the dense
-    model as a labelled baseline across the axis, whose range comes from the data."""
-    if x not in ("err", "params"):
-        raise WeLoreError(f"runs figure x axis {x!r}: expected 'err' or 'params'")
+def runs_figure(runs: pd.DataFrame, x: str = "err", y: str = "ppl") -> go.Figure:
+    """Recorded evaluations of one model on one data set or task (the rows `evaluation.chart_runs` places): PPL
+    (log axis) or accuracy against ERR or parameters, one line per strategy, mode and fine-tuning (a single run is
+    a visible marker), the dense model as a labelled baseline across the axis, whose range comes from the data."""
+    if x not in ("err", "params") or y not in ("ppl", "acc"):
+        raise WeLoreError(f"runs figure axes {x!r}, {y!r}: expected x 'err' or 'params', y 'ppl' or 'acc'")
+    what = "PPL" if y == "ppl" else "accuracy"
     fig = go.Figure()
     df = runs.assign(mode=runs["mode"].fillna("dense"),
                      finetuned=runs["finetuned"].fillna("") if "finetuned" in runs else "")
@@ -74,25 +75,26 @@ def runs_figure(runs: pd.DataFrame, x: str = "err") -> go.Figure:
         name = f"{strategy} ({mode}" + (f", fine-tuned {tuned})" if tuned else ")")
         xs = part["params"] / 1e6 if x == "params" else part["err"]
         fig.add_trace(go.Scatter(
-            x=xs, y=part["ppl"], mode="lines+markers", name=name, marker={"size": 9},
+            x=xs, y=part[y], mode="lines+markers", name=name, marker={"size": 9},
             line={"color": palette.strategy_colour(str(strategy)), "dash": dashes.get(str(mode), "dash")},
             customdata=part[["model", "err", "params", "tokens"]].astype(str).to_numpy(),
             hovertemplate=f"{name}<br>%{{customdata[0]}}<br>ERR %{{customdata[1]}} %, "
-                          "%{customdata[2]} params<br>PPL %{y:.3f} on %{customdata[3]} tokens<extra></extra>"))
+                          f"%{{customdata[2]}} params<br>{what} %{{y:.3f}}<extra></extra>"))
     lo, hi = _x_range(df, compressed, x)
     if not dense.empty:  # a line trace, not a shape: shapes on a log axis take log10 coordinates
-        base = float(dense["ppl"].iloc[0])
+        base = float(dense[y].iloc[0])
         fig.add_trace(go.Scatter(x=[lo, hi], y=[base, base], mode="lines", name=f"dense ({base:.2f})",
                                  line={"dash": "dash", "color": palette.DARK},
-                                 hovertemplate=f"dense model: PPL {base:.3f}<extra></extra>"))
-        fig.add_annotation(x=hi, y=float(np.log10(base)), text=f"dense {base:.2f}", showarrow=False, xanchor="right",
-                           yanchor="bottom", font={"color": palette.DARK})
+                                 hovertemplate=f"dense model: {what} {base:.3f}<extra></extra>"))
+        fig.add_annotation(x=hi, y=float(np.log10(base)) if y == "ppl" else base, text=f"dense {base:.2f}",
+                           showarrow=False, xanchor="right", yanchor="bottom", font={"color": palette.DARK})
         if x == "params":
             fig.add_trace(go.Scatter(x=dense["params"].iloc[:1] / 1e6, y=[base], mode="markers", name="dense",
                                      marker={"color": palette.DARK, "size": 10, "symbol": "star"}, showlegend=False,
-                                     hovertemplate="dense<br>%{x:.2f} M params, PPL %{y:.3f}<extra></extra>"))
+                                     hovertemplate=f"dense<br>%{{x:.2f}} M params, {what} %{{y:.3f}}<extra></extra>"))
     fig.update_layout(xaxis_title="parameters (M)" if x == "params" else "effective rank reduction (%)",
-                      yaxis_title="perplexity (log)", yaxis_type="log", height=400, legend_title_text="strategy (mode)",
+                      yaxis_title="perplexity (log)" if y == "ppl" else "accuracy", yaxis_type="log" if y == "ppl" else
+                      "linear", height=400, legend_title_text="strategy (mode)",
                       margin={"t": 30}, xaxis_range=[lo, hi])
     return fig
 
