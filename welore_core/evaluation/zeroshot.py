@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -79,21 +80,26 @@ class ZeroShotConfig:
         placement(self.device, self.weights_dtype, "zero-shot")
 
 
+_QUIET = threading.RLock()
+
+
 @contextmanager
 def quiet() -> Iterator[None]:
     """The harness's own output (its logging, tqdm bars, a `git describe` it runs) kept off the terminal: this
     tool reports progress and results itself, and an error stays one line. Standard error is sent to a temporary
-    file at the descriptor level for the block (the child `git` writes there too)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+    file at the descriptor level for the block (the child `git` writes there too). The descriptor is the
+    process's: one block at a time (two dashboard jobs would otherwise restore each other's sink)."""
+    with _QUIET:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
 
 
 def local_task_names() -> list[str]:
