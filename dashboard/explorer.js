@@ -41,10 +41,13 @@ function build(root, grid) {
     el("div", "label", m).textContent = label;
     return { box: m, value: el("div", "value", m), delta: el("div", "delta", m) };
   });
+  const cost = el("div", "welore-cost", root);  // what this model's plans were measured to cost
+  const costSvg = el("svg", "welore-cost-chart", cost, true);
+  const costText = el("div", "welore-cost-text", cost);
   const wrap = el("div", "welore-heatmap-wrap", root);
   const svg = el("svg", "welore-heatmap", wrap, true);
   const tip = el("div", "welore-tip", wrap);
-  return { inputs, cells, wrap, svg, tip, rects: [], dots: [] };
+  return { inputs, cells, wrap, svg, tip, rects: [], dots: [], costSvg, costText, measured: null };
 }
 
 function layout(ui, grid) {  // geometry of the heatmap for the current width (again when the page is resized)
@@ -137,6 +140,71 @@ function paint(ui, grid, point) {
     c.delta.textContent = delta;
     c.delta.className = worse ? "delta up" : "delta";
   });
+  drawCost(ui, point.err);
+}
+
+function readOff(points, err) {  // the curve at err: measured, interpolated between two points, or outside them
+  const first = points[0][0], last = points[points.length - 1][0];
+  if (err < first - 1e-9 || err > last + 1e-9) return { value: null, how: `not measured beyond ${first}-${last} %` };
+  for (let i = 0; i < points.length; i++) {
+    const [e, v] = points[i];
+    if (Math.abs(e - err) < 1e-9) return { value: v, how: "measured" };
+    if (i + 1 < points.length && err < points[i + 1][0]) {
+      const [e2, v2] = points[i + 1], f = (err - e) / (e2 - e);
+      return { value: v + f * (v2 - v), how: `interpolated between the measured ${e} and ${e2} %` };
+    }
+  }
+  return { value: points[points.length - 1][1], how: "measured" };
+}
+
+function drawCost(ui, err) {  // the registry's measured points, the slider's ERR marked and read off
+  const m = ui.measured, svg = ui.costSvg;
+  svg.textContent = "";
+  if (!m || !m.points.length) {
+    svg.style.display = "none";
+    ui.costText.textContent = "Measured cost: no compression of this model with this strategy is in the run "
+      + "registry yet (Compress & evaluate, or welore sweep).";
+    return;
+  }
+  svg.style.display = "";
+  const W = 360, H = 110, L = 46, R = 10, T = 8, B = 24;
+  svg.setAttribute("width", W);
+  svg.setAttribute("height", H);
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const ys = m.points.map((p) => p[1]).concat(m.dense === null ? [] : [m.dense]);
+  const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
+  const X = (e) => L + (e / 100) * (W - L - R), Y = (v) => T + (1 - (v - lo) / span) * (H - T - B);
+  const line = (x1, y1, x2, y2, cls) => {
+    const l = el("line", cls, svg, true);
+    Object.entries({ x1, y1, x2, y2 }).forEach(([k, v]) => l.setAttribute(k, v));
+  };
+  if (m.dense !== null) line(X(0), Y(m.dense), X(100), Y(m.dense), "dense");
+  const path = el("polyline", "measured", svg, true);
+  path.setAttribute("points", m.points.map(([e, v]) => `${X(e)},${Y(v)}`).join(" "));
+  m.points.forEach(([e, v]) => {
+    const c = el("circle", "measured", svg, true);
+    c.setAttribute("cx", X(e));
+    c.setAttribute("cy", Y(v));
+    c.setAttribute("r", 3);
+  });
+  line(X(err), T, X(err), H - B, "slider");
+  [[lo, H - B], [hi, T + 8]].forEach(([v, y]) => {
+    const t = el("text", "tick", svg, true);
+    t.textContent = v.toPrecision(4);
+    t.setAttribute("x", L - 4);
+    t.setAttribute("y", y);
+    t.setAttribute("text-anchor", "end");
+  });
+  [0, 50, 100].forEach((e) => {
+    const t = el("text", "tick", svg, true);
+    t.textContent = `${e} %`;
+    t.setAttribute("x", X(e));
+    t.setAttribute("y", H - 8);
+    t.setAttribute("text-anchor", "middle");
+  });
+  const { value, how } = readOff(m.points, err);
+  ui.costText.textContent = `${m.label} (${m.setting}) at ERR ${err.toFixed(2)} %: `
+    + (value === null ? "-" : value.toFixed(3)) + ` (${how}${m.dense === null ? "" : `; dense ${m.dense.toFixed(3)}`})`;
 }
 
 function place(ui, point, moved) {  // the slider that did not move follows the plan, its label exact
@@ -230,6 +298,12 @@ export default function (component) {
   // send, or it answers an older pick than the one in flight. data-synced tells tests, benches and styles whether
   // the page below has caught up with the sliders.
   const cur = data.current;
+  const measured = JSON.stringify(cur.measured);  // new measurements reach the curve even when the plan stays
+  if (st.measured !== measured) {
+    st.measured = measured;
+    st.ui.measured = cur.measured;
+    if (st.ui.point && !st.moving) drawCost(st.ui, st.ui.point.err);
+  }
   if (st.moving || st.timer || (cur.seq || 0) < st.sentSeq) return;
   st.sentSeq = 0;
   root.dataset.synced = "true";

@@ -149,3 +149,15 @@ def test_a_finetuned_folder_is_never_drawn_as_a_plain_compression(lm_dir: Path, 
     placed, _ = wc.chart_runs(runs[runs["kind"] == "eval"], lm_dir.name)
     names = [t.name for t in runs_figure(placed).data]
     assert "welore (all, fine-tuned lrc)" in names and "welore (all)" in names
+
+
+def test_the_measured_cost_curve_takes_one_setting_of_one_strategy() -> None:
+    runs = pd.DataFrame({
+        "model": ["m", "a", "b", "c", "d", "e"], "source_model": ["m", "m", "m", "m", "m", "other"],
+        "strategy": [None, "welore", "welore", "welore", "uniform", "welore"], "mode": ["folder", "lrc", "lrc", "lrc",
+                                                                                       "lrc", "lrc"],
+        "err": [None, 60.0, 20.0, 20.0, 30.0, 40.0], "params": [10, 6, 8, 8, 7, 7], "ppl": [5.0, 30.0, 9.0, 11.0, 8.0, 1.0],
+        "dataset": ["w", "w", "w", "w", "w", "w"], "seqlen": [64] * 6, "token_budget": [512] * 6})
+    curve = wc.measured_cost(runs, "m", "welore")
+    assert curve == {"points": [[20.0, 10.0], [60.0, 30.0]], "setting": "w · 64 · 512", "dense": 5.0}
+    assert wc.measured_cost(runs, "m", "energy") == {"points": [], "dense": None, "setting": ""}

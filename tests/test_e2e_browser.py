@@ -98,6 +98,13 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
     shots = Path(os.environ.get("WELORE_E2E_SHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
     spectra = wc.compute_spectra(lm_dir)  # same cache as the server: the page loads what this computed
+    registry = wc.Registry.default()  # measured costs of two welore plans (as a sweep records them): the curve
+    for key, strategy, err, ppl in (("dense", None, None, 8.0), ("low", "welore", 20.0, 10.0),
+                                    ("high", "welore", 60.0, 30.0)):
+        registry.record(f"seeded-{key}", {"kind": "eval", "model": lm_dir.name, "source_model": lm_dir.name,
+                                          "strategy": strategy, "err": err, "mode": "lrc" if strategy else "folder",
+                                          "ppl": ppl, "dataset": "seeded", "seqlen": 64, "token_budget": 512,
+                                          "params": 1000, "origin": "sweep"}, {"ppl": ppl})
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
@@ -105,6 +112,7 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
             ppl = _flow(page, server, spectra, shots, tmp_path)
         browser.close()
     runs = wc.Registry.default().frame("eval")
+    runs = runs[runs["origin"] == "dashboard"]
     assert len(runs) == 1 and runs["ppl"].iloc[0] == pytest.approx(ppl, abs=1e-3)
 
 
@@ -147,6 +155,11 @@ def _flow(page, server: str, spectra: wc.Spectra, shots: Path, tmp_path: Path) -
     cells = page.locator("svg.welore-heatmap rect.cell")
     assert cells.count() == len(spectra.layers)
     assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == lower.totals.lrc
+    # the measured cost, read off the registry's curve at the slider's ERR in the browser (20 -> 10, 60 -> 30)
+    read = 10.0 + (lower.achieved_err - 20.0) / 40.0 * 20.0
+    expect(page.locator(".welore-cost-text")).to_contain_text(
+        f"at ERR {lower.achieved_err:.2f} %: {read:.3f} (interpolated between the measured 20 and 60 %; dense 8.000)",
+        timeout=30_000)
     # the value reaches the server: the page below catches up (the download is the server's plan)
     page.locator('.welore-explorer[data-synced="true"]').wait_for(timeout=30_000)
     page.screenshot(path=str(shots / "2-slider.png"), full_page=True)

@@ -107,6 +107,23 @@ def backfill_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {"attribution": GONE}
 
 
+def measured_cost(runs: pd.DataFrame, model: str, strategy: str, y: str = "ppl") -> dict[str, Any]:
+    """What `model`'s plans of `strategy` were measured to cost (the explorer's curve): the registry rows a chart
+    places, in the setting with the most of them (one data set, window and budget; or one few-shot and limit),
+    as [ERR, mean value] points sorted by ERR, with the dense value of that setting and the setting's name."""
+    placed, _ = chart_runs(runs, model, "err", y) if len(runs) else (runs, runs)
+    columns = ["dataset", "seqlen", "token_budget"] if y == "ppl" else ["num_fewshot", "limit_n", "harness"]
+    mine = placed[placed["strategy"] == strategy] if len(placed) else placed
+    if mine.empty:
+        return {"points": [], "dense": None, "setting": ""}
+    setting = placed[columns].astype(str).agg(" · ".join, axis=1)
+    chosen = setting[mine.index].value_counts().index[0]
+    points = mine[setting[mine.index] == chosen].groupby("err")[y].mean().sort_index()
+    dense = placed[(setting == chosen) & placed["strategy"].isna()][y]
+    return {"points": [[float(e), float(v)] for e, v in points.items()], "setting": chosen,
+            "dense": float(dense.iloc[0]) if len(dense) else None}
+
+
 def chart_runs(runs: pd.DataFrame, model: str, x: str = "err", y: str = "ppl") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The registry's rows of `model` (measured on it, or on a compression of it) as a chart sees them: rows it
     can place (dense baselines, and compressions with a value on the `x` axis: "err" or "params", and on the `y`
