@@ -242,19 +242,19 @@ def _run(model: nn.Module, tokenizer: Any, label: str, tasks: list[str], config:
     with quiet():
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, device=str(device),
                   prefix_token_id=prefix)
-    if progress:
-        progress(0, len(tasks), f"harness: {', '.join(tasks)}")
-    try:
-        with quiet():
-            out = simple_evaluate(model=lm, tasks=tasks, num_fewshot=config.num_fewshot, limit=config.limit,
-                                  task_manager=manager, log_samples=False)
-    except (OSError, ConnectionError, ValueError, RuntimeError) as err:  # hub data unreachable, a damaged file
-        local = ", ".join(f"{t} ({data_dir() / LOCAL[t][1]})" for t in tasks if t in LOCAL) or "none of them"
-        raise WeLoreError(f"tasks {', '.join(tasks)}: the harness could not load their data ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''}); local files looked for: {local}") from None
     params = count_parameters(model)
     measured = {}
-    for task in tasks:
+    for i, task in enumerate(tasks):  # one task at a time: the progress bar moves task by task
+        if progress:
+            progress(i, len(tasks), f"harness: {task}")
+        try:
+            with quiet():
+                out = simple_evaluate(model=lm, tasks=[task], num_fewshot=config.num_fewshot, limit=config.limit,
+                                      task_manager=manager, log_samples=False)
+        except (OSError, ConnectionError, ValueError, RuntimeError) as err:  # hub data unreachable, a damaged file
+            local = f" (local file looked for: {data_dir() / LOCAL[task][1]})" if task in LOCAL else ""
+            raise WeLoreError(f"task {task}: the harness could not load its data ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}){local}") from None
         row = out["results"][task]
         value = {name: row.get(f"{name},none") for name in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")}
         value = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None)
