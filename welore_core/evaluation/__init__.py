@@ -7,7 +7,7 @@ from .jobs import FINAL, JobCancelled, JobFn, JobState, JobStore, start_job, wai
 from .perplexity import EvalConfig, EvalResult, perplexity
 from .registry import Registry, run_key
 from .runs import (Loaded, compress_and_evaluate, eval_identity, evaluate_model, evaluate_point, point_tasks,
-                   load_for_eval, target_summary, token_ids)
+                   load_for_eval, token_ids)
 from .sensitivity import GROUPINGS, check_scan, sensitivity_of, sensitivity_scan
 from .sweep import perplexity_sweep
 from .zeroshot import ZeroShotConfig, evaluate_tasks, local_task_names
@@ -17,4 +17,4 @@ __all__ = ["FINAL", "GROUPINGS", "ORIGINS", "ZeroShotConfig", "evaluate_tasks", 
            "JobStore", "Loaded", "Registry", "check_scan", "compress_and_evaluate", "eval_identity",
            "evaluate_model", "evaluate_point", "folder_plan_hash", "load_for_eval", "perplexity", "plan_hash",
            "run_key", "sensitivity_of", "sensitivity_scan", "start_job", "perplexity_sweep", "point_tasks",
-           "target_summary", "token_ids", "wait"]
+           "token_ids", "wait"]

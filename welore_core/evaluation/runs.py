@@ -100,16 +100,6 @@ def evaluate_model(spec: str | Path | None, config: EvalConfig, progress: Progre
     return {**result, "cached": False}
 
 
-def target_summary(target: Target) -> dict[str, Any]:
-    """Strategy, target and achieved ERR and k of a compression target, as the registry records them."""
-    if isinstance(target, RankPlan):
-        return {"strategy": target.config.strategy, "target_err": target.target_err,
-                "achieved_err": target.achieved_err, "k": target.k}
-    if "schema" in target:
-        return {key: target[key] for key in ("strategy", "target_err", "achieved_err", "k")}
-    return {"strategy": "custom", "target_err": None, "achieved_err": None, "k": None}
-
-
 def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Target | None,
                    compression: CompressionConfig, eval_config: EvalConfig, registry: Registry,
                    grams: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None,
@@ -136,12 +126,8 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Targ
     if result is None:
         result = perplexity(model, ids, eval_config, progress, dataset=eval_config.data).to_dict()
         result["params"] = count_parameters(model)
-        fields: dict[str, Any] = {"mode": "dense", **source_fields(loaded.source, loaded.fingerprint),
-                                  "origin": origin}
-        if target is not None:
-            fields.update(plan_fields(target_rankmap(target), compression.mode, compression.act_svd,
-                                      str((extra or {}).get("calib", ""))))
-        registry.record(key, {**identity, "model": loaded.source.label, **fields, **result}, result)
+        fields = point_fields(loaded, target, compression, extra, origin)
+        registry.record(key, {**identity, **fields, **result}, result)
     return result, cached
 
 
@@ -157,6 +143,18 @@ def compressed_copy(loaded: Loaded, target: Target, compression: CompressionConf
     model = copy.deepcopy(loaded.model)
     compress_to(model, target, compression, grams)
     return model
+
+
+def point_fields(loaded: Loaded, target: Target | None, compression: CompressionConfig,
+                 extra: dict[str, Any] | None, origin: str) -> dict[str, Any]:
+    """Registry fields of `loaded` compressed in memory to `target` (None: as it is): the model, its source, the
+    plan, and the path that measured it."""
+    fields: dict[str, Any] = {"model": loaded.source.label, "mode": "dense",
+                              **source_fields(loaded.source, loaded.fingerprint), "origin": origin}
+    if target is not None:
+        fields.update(plan_fields(target_rankmap(target), compression.mode, compression.act_svd,
+                                  str((extra or {}).get("calib", ""))))
+    return fields
 
 
 def target_rankmap(target: Target) -> dict[str, Any]:
@@ -191,7 +189,7 @@ def compress_and_evaluate(spec: str | Path | None, target: PlanConfig | dict[str
     if tasks is not None:
         result = {**result, **point_tasks(loaded, resolved, compression, None, {}, tasks,
                                           registry or Registry.default(), origin="dashboard")}
-    achieved = target_summary(resolved)["achieved_err"] if resolved is not None else 0.0
+    achieved = target_rankmap(resolved)["achieved_err"] if resolved is not None else 0.0
     return {**result, "cached": cached, "model": loaded.source.label, "achieved_err": achieved,
             "saved_to": str(save_to) if save_to else None}
 
@@ -203,11 +201,8 @@ def point_tasks(loaded: Loaded, plan: Target | None, compression: CompressionCon
     a copy is compressed only when a task is not in the registry yet."""
     identity = {"fingerprint": loaded.fingerprint, "plan_hash": point_plan_hash(plan, compression, extra),
                 "tokenizer": tokenizer_digest(loaded.source.path), "weights_dtype": dtype_name(tasks_dtype(tasks))}
-    fields: dict[str, Any] = {**source_fields(loaded.source, loaded.fingerprint), "model": loaded.source.label,
-                              "mode": "dense", "origin": origin}
-    if plan is not None:
-        fields.update(plan_fields(target_rankmap(plan), compression.mode, compression.act_svd,
-                                  str(extra.get("calib", ""))))
+    fields = point_fields(loaded, plan, compression, extra, origin)
+
     def model_of() -> tuple[torch.nn.Module, Any]:
         return loaded.model if plan is None else compressed_copy(loaded, plan, compression, grams), loaded.tokenizer
 
