@@ -41,13 +41,11 @@ function build(root, grid) {
     el("div", "label", m).textContent = label;
     return { box: m, value: el("div", "value", m), delta: el("div", "delta", m) };
   });
-  const cost = el("div", "welore-cost", root);  // what this model's plans were measured to cost
-  const costSvg = el("svg", "welore-cost-chart", cost, true);
-  const costText = el("div", "welore-cost-text", cost);
+  const cost = el("div", "welore-costs", root);  // what this model's plans were measured to cost: one curve a measure
   const wrap = el("div", "welore-heatmap-wrap", root);
   const svg = el("svg", "welore-heatmap", wrap, true);
   const tip = el("div", "welore-tip", wrap);
-  return { inputs, cells, wrap, svg, tip, rects: [], dots: [], costSvg, costText, measured: null };
+  return { inputs, cells, wrap, svg, tip, rects: [], dots: [], cost, measured: [] };
 }
 
 function layout(ui, grid) {  // geometry of the heatmap for the current width (again when the page is resized)
@@ -157,17 +155,21 @@ function readOff(points, err) {  // the curve at err: measured, interpolated bet
   return { value: points[points.length - 1][1], how: "measured" };
 }
 
-function drawCost(ui, err) {  // the registry's measured points, the slider's ERR marked and read off
-  const m = ui.measured, svg = ui.costSvg;
-  svg.textContent = "";
-  if (!m || !m.points.length) {
-    svg.style.display = "none";
-    ui.costText.textContent = "Measured cost: no compression of this model with this strategy is in the run "
-      + "registry yet (Compress & evaluate, or welore sweep).";
+function drawCost(ui, err) {  // every measured curve (perplexity, then accuracy per task), the slider's ERR marked
+  ui.cost.textContent = "";
+  const curves = (ui.measured || []).filter((m) => m.points.length);
+  if (!curves.length) {
+    el("div", "welore-cost-text", el("div", "welore-cost", ui.cost)).textContent = "Measured cost: no compression "
+      + "of this model with this strategy is in the run registry yet (Compress & evaluate, or welore sweep).";
     return;
   }
-  svg.style.display = "";
-  const W = 360, H = 110, L = 46, R = 10, T = 8, B = 24;
+  curves.forEach((m) => drawCurve(el("div", "welore-cost", ui.cost), m, err));
+}
+
+function drawCurve(box, m, err) {  // one curve: its points, the dense value dashed, the slider's ERR read off
+  box.dataset.label = m.label;
+  const svg = el("svg", "welore-cost-chart", box, true), text = el("div", "welore-cost-text", box);
+  const W = 300, H = 100, L = 46, R = 18, T = 8, B = 24;
   svg.setAttribute("width", W);
   svg.setAttribute("height", H);
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -203,7 +205,7 @@ function drawCost(ui, err) {  // the registry's measured points, the slider's ER
     t.setAttribute("text-anchor", "middle");
   });
   const { value, how } = readOff(m.points, err);
-  ui.costText.textContent = `${m.label} (${m.setting}) at ERR ${err.toFixed(2)} %: `
+  text.textContent = `${m.label} (${m.setting}; ${m.higher ? "higher" : "lower"} is better) at ERR ${err.toFixed(2)} %: `
     + (value === null ? "-" : value.toFixed(3)) + ` (${how}${m.dense === null ? "" : `; dense ${m.dense.toFixed(3)}`})`;
 }
 

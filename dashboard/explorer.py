@@ -73,15 +73,17 @@ def grid_payload(spectra: wc.Spectra, sweeps: dict[str, wc.PlanGrid], strategy: 
         "k_label": K_LABELS[strategy]}, separators=(",", ":"))
 
 
-def current(plan: wc.RankPlan, driver: str, seq: float = 0, measured: dict[str, Any] | None = None) -> dict[str, Any]:
+def current(plan: wc.RankPlan, driver: str, seq: float = 0,
+            measured: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The server's plan, as the browser draws a grid point, naming the last pick applied (`seq`): the browser
-    draws it unless its slider has moved on. `measured` (`wc.measured_cost`) is what this model's plans of the
-    strategy were measured to cost; the browser reads it off at the slider's ERR as the slider moves."""
+    draws it unless its slider has moved on. `measured` (`wc.measured_costs`) is what this model's plans of the
+    strategy were measured to cost, perplexity and accuracy per task; the browser reads each curve off at the
+    slider's ERR as the slider moves."""
     value = {"err": plan.target_err, "k": plan.k, "params": plan.totals.params_removed_pct}.get(driver)
     return {"axis": driver, "value": value, "ranks": [l.rank for l in plan.layers],
             "lrc": [int(l.lrc) for l in plan.layers], "k": plan.k,
             "err": plan.achieved_err, "metrics": metric_cells(plan.totals, plan.k), "seq": seq,
-            "measured": {"label": "measured PPL", **(measured or {"points": [], "dense": None, "setting": ""})}}
+            "measured": measured or []}
 
 
 def apply_pick(state: MutableMapping[str, Any], pick: Mapping[str, Any] | None, key: str = Keys.EXPLORER) -> None:
@@ -99,7 +101,7 @@ def apply_pick(state: MutableMapping[str, Any], pick: Mapping[str, Any] | None, 
 
 
 def explorer(grid_id: str, payload: str, plan: wc.RankPlan, driver: str, key: str = Keys.EXPLORER,
-             measured: dict[str, Any] | None = None) -> None:
+             measured: list[dict[str, Any]] | None = None) -> None:
     """Mount the explorer; a released slider reruns the fragment around it with its value (`apply_pick`). The grid
     goes with every mount until a pick says the browser holds it: a move then brings back the current plan alone,
     not half a megabyte of grid."""

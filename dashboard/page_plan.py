@@ -78,7 +78,7 @@ def plan_panel() -> None:
 
     grid_id, payload = cached.explorer_grid(spectra.fingerprint, spectra.config.setting, strategy, normalization,
                                             min_ratio, spectra, scores)
-    measured = wc.measured_cost(wc.Registry.default().frame("eval"), spectra.model, strategy)
+    measured = wc.measured_costs(wc.Registry.default().frame("eval"), spectra.model, strategy)
     explorer.explorer(grid_id, payload, plan, driver, measured=measured)
     st.slider("Parameters removed (%)", 0.0, 95.0, step=0.5, key=Keys.PARAMS, on_change=moved, args=(Keys.PARAMS,),
               help="of the analysed layers, each stored the smaller way (A·B or dense): the peers' convention; "

@@ -161,3 +161,24 @@ def test_the_measured_cost_curve_takes_one_setting_of_one_strategy() -> None:
     curve = wc.measured_cost(runs, "m", "welore")
     assert curve == {"points": [[20.0, 10.0], [60.0, 30.0]], "setting": "w · 64 · 512", "dense": 5.0}
     assert wc.measured_cost(runs, "m", "energy") == {"points": [], "dense": None, "setting": ""}
+
+
+def test_the_explorer_has_one_accuracy_curve_per_task_beside_perplexity() -> None:
+    """Zero-shot rows (no perplexity) make a curve per task; a task measured only dense, or only for another
+    strategy, makes none; perplexity comes first even when empty."""
+    rows = [("m", None, None, "boolq", 0.60, 100), ("a", "welore", 20.0, "boolq", 0.58, 100),
+            ("b", "welore", 60.0, "boolq", 0.50, 100), ("c", "welore", 60.0, "boolq", 0.40, None),
+            ("a", "welore", 20.0, "commonsense_qa", 0.25, 100), ("m", None, None, "piqa", 0.7, 100),
+            ("d", "uniform", 20.0, "piqa", 0.6, 100)]
+    runs = pd.DataFrame([{"model": model, "source_model": "m", "strategy": strategy, "err": err, "ppl": None,
+                          "mode": "lrc" if strategy else "folder", "params": 9, "task": task, "acc": acc,
+                          "num_fewshot": 0, "limit_n": limit, "harness": "0.4.13", "dataset": None, "seqlen": None,
+                          "token_budget": None} for model, strategy, err, task, acc, limit in rows])
+    curves = wc.measured_costs(runs, "m", "welore")
+    assert [c["label"] for c in curves] == ["measured PPL", "measured boolq acc", "measured commonsense_qa acc"]
+    assert curves[0]["points"] == [] and not curves[0]["higher"]
+    boolq = curves[1]
+    assert boolq["higher"] and boolq["points"] == [[20.0, 0.58], [60.0, 0.50]]  # the limit-100 setting: 3 rows
+    assert boolq["dense"] == 0.60 and boolq["setting"] == "0-shot · limit 100 · harness 0.4.13"
+    assert curves[2]["dense"] is None
+    assert [c["label"] for c in wc.measured_costs(runs, "m", "uniform")] == ["measured PPL", "measured piqa acc"]

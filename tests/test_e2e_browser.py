@@ -105,6 +105,13 @@ def test_browser_flow(server: str, lm_dir: Path, tmp_path: Path) -> None:
                                           "strategy": strategy, "err": err, "mode": "lrc" if strategy else "folder",
                                           "ppl": ppl, "dataset": "seeded", "seqlen": 64, "token_budget": 512,
                                           "params": 1000, "origin": "sweep"}, {"ppl": ppl})
+    for key, strategy, err, acc in (("dense", None, None, 0.6), ("low", "welore", 20.0, 0.5),
+                                    ("high", "welore", 60.0, 0.3)):  # and their zero-shot accuracy: a second curve
+        registry.record(f"seeded-acc-{key}", {"kind": "eval", "model": lm_dir.name, "source_model": lm_dir.name,
+                                              "strategy": strategy, "err": err, "mode": "lrc" if strategy else "folder",
+                                              "task": "boolq", "acc": acc, "acc_stderr": 0.05, "examples": 8,
+                                              "num_fewshot": 0, "limit_n": 8, "harness": "0.4.13", "params": 1000,
+                                              "origin": "sweep"}, {"acc": acc})
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
@@ -157,9 +164,13 @@ def _flow(page, server: str, spectra: wc.Spectra, shots: Path, tmp_path: Path) -
     assert page.locator("svg.welore-heatmap circle.lrc:visible").count() == lower.totals.lrc
     # the measured cost, read off the registry's curve at the slider's ERR in the browser (20 -> 10, 60 -> 30)
     read = 10.0 + (lower.achieved_err - 20.0) / 40.0 * 20.0
-    expect(page.locator(".welore-cost-text")).to_contain_text(
+    expect(page.locator('.welore-cost[data-label="measured PPL"] .welore-cost-text')).to_contain_text(
         f"at ERR {lower.achieved_err:.2f} %: {read:.3f} (interpolated between the measured 20 and 60 %; dense 8.000)",
         timeout=30_000)
+    acc = 0.5 + (lower.achieved_err - 20.0) / 40.0 * -0.2  # accuracy beside it, higher is better
+    expect(page.locator('.welore-cost[data-label="measured boolq acc"] .welore-cost-text')).to_contain_text(
+        f"higher is better) at ERR {lower.achieved_err:.2f} %: {acc:.3f} (interpolated between the measured 20 and "
+        "60 %; dense 0.600)", timeout=30_000)
     # the value reaches the server: the page below catches up (the download is the server's plan)
     page.locator('.welore-explorer[data-synced="true"]').wait_for(timeout=30_000)
     page.screenshot(path=str(shots / "2-slider.png"), full_page=True)

@@ -107,21 +107,52 @@ def backfill_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {"attribution": GONE}
 
 
-def measured_cost(runs: pd.DataFrame, model: str, strategy: str, y: str = "ppl") -> dict[str, Any]:
-    """What `model`'s plans of `strategy` were measured to cost (the explorer's curve): the registry rows a chart
-    places, in the setting with the most of them (one data set, window and budget; or one few-shot and limit),
-    as [ERR, mean value] points sorted by ERR, with the dense value of that setting and the setting's name."""
+def measured_cost(runs: pd.DataFrame, model: str, strategy: str, y: str = "ppl",
+                  task: str | None = None) -> dict[str, Any]:
+    """What `model`'s plans of `strategy` were measured to cost (one of the explorer's curves): the registry rows a
+    chart places, in the setting with the most of them (one data set, window and budget; or, for accuracy, one
+    `task`, few-shot and limit), as [ERR, mean value] points sorted by ERR, with the dense value of that setting
+    and the setting's name."""
+    if y == "acc" and task is not None and len(runs):
+        runs = runs[runs["task"] == task]
     placed, _ = chart_runs(runs, model, "err", y) if len(runs) else (runs, runs)
-    columns = ["dataset", "seqlen", "token_budget"] if y == "ppl" else ["num_fewshot", "limit_n", "harness"]
     mine = placed[placed["strategy"] == strategy] if len(placed) else placed
     if mine.empty:
         return {"points": [], "dense": None, "setting": ""}
-    setting = placed[columns].astype(str).agg(" · ".join, axis=1)
+    setting = placed.apply(_ppl_setting if y == "ppl" else _acc_setting, axis=1)
     chosen = setting[mine.index].value_counts().index[0]
     points = mine[setting[mine.index] == chosen].groupby("err")[y].mean().sort_index()
     dense = placed[(setting == chosen) & placed["strategy"].isna()][y]
     return {"points": [[float(e), float(v)] for e, v in points.items()], "setting": chosen,
             "dense": float(dense.iloc[0]) if len(dense) else None}
+
+
+def _number(value: Any) -> str:
+    return "-" if pd.isna(value) else f"{int(value)}" if float(value).is_integer() else f"{value}"
+
+
+def _ppl_setting(row: pd.Series) -> str:  # data set · window · token budget
+    return f"{row['dataset']} · {_number(row['seqlen'])} · {_number(row['token_budget'])}"
+
+
+def _acc_setting(row: pd.Series) -> str:  # few-shot · limit · harness version
+    limit = "whole set" if pd.isna(row["limit_n"]) else f"limit {_number(row['limit_n'])}"
+    return f"{_number(row['num_fewshot'])}-shot · {limit} · harness {row['harness']}"
+
+
+def measured_costs(runs: pd.DataFrame, model: str, strategy: str) -> list[dict[str, Any]]:
+    """Every curve the explorer shows for `model` and `strategy`: perplexity first (always, empty or not), then
+    accuracy on each zero-shot task the registry measured a compression of this strategy on, by task name. Each
+    is `measured_cost`'s dict with a `label` ("measured PPL", "measured boolq acc") and `higher` (whether a larger
+    value is better)."""
+    curves = [{"label": "measured PPL", "higher": False, **measured_cost(runs, model, strategy)}]
+    if "task" not in runs or "acc" not in runs:
+        return curves
+    for task in sorted(runs.loc[runs["task"].notna() & runs["acc"].notna(), "task"].astype(str).unique()):
+        curve = measured_cost(runs, model, strategy, "acc", task)
+        if curve["points"]:
+            curves.append({"label": f"measured {task} acc", "higher": True, **curve})
+    return curves
 
 
 def chart_runs(runs: pd.DataFrame, model: str, x: str = "err", y: str = "ppl") -> tuple[pd.DataFrame, pd.DataFrame]:
