@@ -15,7 +15,7 @@ from ..compression.spectra import SpectraConfig, calibration_batches, collect_gr
 from ..errors import WeLoreError
 from ..finetune import MODES, FinetuneConfig, run_finetune
 from ..models import discover_layers, dtype_name, load_model, load_tokenizer, resolve_model, stored_dtypes
-from .common import add_model, add_output, config_from, human, placement_options, tqdm_progress
+from .common import add_model, add_output, config_from, human, option, placement_options, tqdm_progress
 from .planning import (budgeted, calibration, calibration_options, greedy_weights, has_target, needs_calibration,
                        planning_basis, target_options, warn_foreign_rankmap)
 
@@ -23,7 +23,8 @@ from .planning import (budgeted, calibration, calibration_options, greedy_weight
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
     if (args.rankmap is None) == (not has_target(args)):
         raise WeLoreError("compress needs exactly one of --rankmap FILE, --err PCT, --params PCT or --size MiB")
-    calib = calibration(args, needed=bool(not args.rankmap and needs_calibration(args)))
+    planned = bool(not args.rankmap and needs_calibration(args))
+    calib = calibration(args, needed=planned or args.update, what="" if planned else "--update")
     rankmap = read_rankmap(Path(args.rankmap)) if args.rankmap else None
     budget_map = rankmap is not None and any(rankmap.get(k) is not None for k in ("target_params", "target_size_mib"))
     mode = "all" if args.all_layers or budget_map or (not args.rankmap and budgeted(args)) else "lrc"  # every layer
@@ -48,11 +49,15 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
         basis, grams, _ = planning_basis(args, source, model, weight) if weight is not None else (None, None, "")
         weights = greedy_weights(args, discover_layers(model)) if plan is not None else None
         target = plan_target(model, plan=plan, rankmap=args.rankmap, basis=basis or weight, weights=weights)
-        if config.act_svd and grams is None:
+        batches = None
+        if (config.act_svd and grams is None) or config.update:
             assert calib is not None
             batches, _ = calibration_batches(model, load_tokenizer(source), calib)
+        if config.act_svd and grams is None:
+            assert batches is not None
             grams = collect_grams(model, batches, list(target_ranks(target)), tqdm_progress("calibration"))
-        report = compress_to(model, target, config, grams if config.act_svd else None, tqdm_progress("compress"))
+        report = compress_to(model, target, config, grams if config.act_svd else None,
+                             tqdm_progress("compress" + (" and update" if config.update else "")), batches=batches)
         save_compressed(model, Path(args.output), report, source.path, source.label, stored=stored,
                         protected=source.protected())
     result = _summary(args, source.label, Path(args.output), report, stored[1])
@@ -97,6 +102,11 @@ def _summary(args: argparse.Namespace, label: str, out: Path, report: Compressio
               f"{report.params_before / 1e6:.2f}M -> {report.params_after / 1e6:.2f}M "
               f"({100 * report.params_after / report.params_before:.1f} %), {before / 2**20:.0f} MiB -> "
               f"{after / 2**20:.0f} MiB in {dtype_name(stored)}, {report.seconds:.1f} s")
+        if report.updated:
+            before = sum(u.before for u in report.updated.values()) / len(report.updated)
+            after_ = sum(u.after for u in report.updated.values()) / len(report.updated)
+            print(f"updated      {len(report.updated)} factored layers' A on the calibration windows: mean relative "
+                  f"output error {before:.4f} -> {after_:.4f}")
     return {**report.to_dict(), "output": str(out), "bytes_before": before, "bytes_after": after}
 
 
@@ -108,6 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--all-layers", action="store_true",
                    help="every layer at its rank (default: LRCs only; always with --params or --size)")
     calibration_options(p)
+    option(p, CompressionConfig, "update", "after the factors, re-solve each factored layer's A by least squares on "
+                                           "the calibration windows, layer after layer (SVD-LLM's update; needs --calib)")
     placement_options(p, CompressionConfig)
     p.add_argument("--then-finetune", choices=MODES, help="fine-tune the compressed model right away (recovery)")
     p.add_argument("--ft-data", help="--then-finetune: training text (a file, tinyshakespeare, hub:NAME)")

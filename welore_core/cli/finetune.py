@@ -49,6 +49,10 @@ HELP = {
     "weights_dtype": "dtype of the frozen weights; trainable ones keep float32 masters (auto = bfloat16 on a GPU)",
     "gradient_checkpointing": "recompute block activations in the backward pass (less memory, more time)",
     "optimizer": "AdamW implementation (auto: fused on a GPU, foreach elsewhere)",
+    "distill": "learn the dense teacher's next-token distribution: KL(teacher || student) over the vocabulary",
+    "temperature": "distillation temperature (both softmaxes; the KL is scaled by T^2)",
+    "alpha": "share of the LM loss beside distillation: (1 - alpha) KL + alpha LM",
+    "teacher": "distillation teacher (default: the dense model the compressed input was made from, per its manifest)",
 }
 CHOICES = {"mode": MODES, "task": sorted(TASKS), "scheduler": SCHEDULERS, "mixed_precision": PRECISIONS,
            "weights_dtype": WEIGHT_DTYPES, "optimizer": OPTIMIZERS}
@@ -80,7 +84,8 @@ def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
                  if r.accuracy_after is not None else "") + "\n"
               f"memory       peak {_fmt(r.peak_memory_mib, '.0f')} MiB ({r.peak_memory_kind}); "
               f"params+grads+optimizer {r.state_bytes['total'] / 2**20:.1f} MiB\n"
-              f"throughput   {_fmt(r.tokens_per_s, '.0f')} tokens/s on {r.device}")
+              f"throughput   {_fmt(r.tokens_per_s, '.0f')} tokens/s on {r.device}"
+              + (" (student and teacher)" if config.distill else ""))
     return result.to_dict()
 
 

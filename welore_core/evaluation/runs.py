@@ -104,11 +104,12 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Targ
                    compression: CompressionConfig, eval_config: EvalConfig, registry: Registry,
                    grams: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None,
                    progress: Progress | None = None, save_to: Path | None = None,
-                   origin: str = "sweep") -> tuple[dict[str, Any], bool]:
+                   origin: str = "sweep", batches: list[torch.Tensor] | None = None) -> tuple[dict[str, Any], bool]:
     """PPL of `loaded` compressed to `target` (None = dense), from the registry when known.
 
     The loaded model is never modified: compression works on a copy. With `save_to`, the compressed copy
-    is also written as a compressed-model folder (even when the PPL came from the registry).
+    is also written as a compressed-model folder (even when the PPL came from the registry). `batches`: the
+    calibration windows the update (`compression.update`) re-solves on.
     """
     identity = eval_identity(loaded.fingerprint, point_plan_hash(target, compression, extra), eval_config, data_hash)
     key = run_key(**identity)
@@ -118,7 +119,7 @@ def evaluate_point(loaded: Loaded, ids: np.ndarray, data_hash: str, target: Targ
     model = loaded.model
     if target is not None:
         model = copy.deepcopy(loaded.model)
-        report = compress_to(model, target, compression, grams, progress)
+        report = compress_to(model, target, compression, grams, progress, batches=batches)
         if save_to is not None:
             save_compressed(model, save_to, report, loaded.source.path, loaded.source.label,
                             protected=loaded.source.protected())
@@ -138,10 +139,11 @@ def point_plan_hash(target: Target | None, compression: CompressionConfig, extra
 
 
 def compressed_copy(loaded: Loaded, target: Target, compression: CompressionConfig,
-                    grams: dict[str, torch.Tensor] | None = None) -> nn.Module:
+                    grams: dict[str, torch.Tensor] | None = None,
+                    batches: list[torch.Tensor] | None = None) -> nn.Module:
     """A copy of the loaded model compressed to `target` (the loaded model is never modified)."""
     model = copy.deepcopy(loaded.model)
-    compress_to(model, target, compression, grams)
+    compress_to(model, target, compression, grams, batches=batches)
     return model
 
 
@@ -196,7 +198,7 @@ def compress_and_evaluate(spec: str | Path | None, target: PlanConfig | dict[str
 
 def point_tasks(loaded: Loaded, plan: Target | None, compression: CompressionConfig,
                  grams: dict[str, torch.Tensor] | None, extra: dict[str, Any], tasks: ZeroShotConfig,
-                 registry: Registry, origin: str = "sweep") -> dict[str, Any]:
+                 registry: Registry, origin: str = "sweep", batches: list[torch.Tensor] | None = None) -> dict[str, Any]:
     """Accuracy of `loaded` compressed to `plan` (None: dense) on `tasks`, as `acc_<task>` and `acc_stderr_<task>`;
     a copy is compressed only when a task is not in the registry yet."""
     identity = {"fingerprint": loaded.fingerprint, "plan_hash": point_plan_hash(plan, compression, extra),
@@ -204,7 +206,7 @@ def point_tasks(loaded: Loaded, plan: Target | None, compression: CompressionCon
     fields = point_fields(loaded, plan, compression, extra, origin)
 
     def model_of() -> tuple[torch.nn.Module, Any]:
-        return loaded.model if plan is None else compressed_copy(loaded, plan, compression, grams), loaded.tokenizer
+        return loaded.model if plan is None else compressed_copy(loaded, plan, compression, grams, batches), loaded.tokenizer
 
     rows = measure_tasks(tasks, identity, fields, model_of, registry)
     return {column: r[name] for r in rows for column, name in ((f"acc_{r['task']}", "acc"),

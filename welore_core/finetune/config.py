@@ -56,6 +56,10 @@ class FinetuneConfig:
     weights_dtype: str = "auto"  # frozen weights (auto = bfloat16 on a GPU); trainable ones keep float32 masters
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, ~30 % more time
     optimizer: str = "auto"  # AdamW implementation, see OPTIMIZERS
+    distill: bool = False  # learn the teacher's next-token distribution (KL), not only the text (`distill`)
+    temperature: float = 1.0  # distill: softmax temperature of both distributions (the KL is scaled by T²)
+    alpha: float = 0.0  # distill: share of the LM loss, (1 - alpha)·KL + alpha·LM
+    teacher: str = ""  # distill: the teacher (default: the dense model the compressed input was made from)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -110,6 +114,12 @@ class FinetuneConfig:
             raise WeLoreError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise WeLoreError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise WeLoreError(f"temperature must be a positive number, got {self.temperature!r}")
+        if not (isinstance(self.alpha, (int, float)) and 0 <= self.alpha < 1):
+            raise WeLoreError(f"alpha is the LM loss's share beside distillation, in [0, 1), got {self.alpha!r}")
+        if not self.distill and (self.teacher or self.temperature != 1.0 or self.alpha != 0.0):
+            raise WeLoreError("teacher, temperature and alpha set how a run distils: they need distill (--distill)")
         device, weights = self.placement()
         if self.precision() == "fp16" and device.type == "cpu":
             raise WeLoreError("mixed_precision fp16 needs a GPU: accelerate runs no float16 autocast on the CPU, so "

@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import WeLoreError
 from ..utils import Progress
 from .config import FinetuneConfig
+from .distill import distill_loss
 from .folders import Layout, latest_checkpoint, load_adapter, load_training, save_checkpoint
 from .modes import Prepared, build_optimizer, build_scheduler, prepare_model, state_bytes
 
@@ -66,8 +67,9 @@ class Session:
     """A model prepared for one mode, its optimizer and schedule, wrapped by accelerate; resumable."""
 
     def __init__(self, accelerator: Any, config: FinetuneConfig, model: nn.Module, layout: Layout, root: Path,
-                 state: dict[str, Any], resume: Path | None = None) -> None:
+                 state: dict[str, Any], resume: Path | None = None, teacher: nn.Module | None = None) -> None:
         self.accelerator, self.config, self.layout, self.root, self.state = accelerator, config, layout, root, state
+        self.teacher = teacher  # distillation: the frozen teacher, run beside the student in every step
         self.prepared: Prepared = prepare_model(model, config)
         self.prepared.model.to(accelerator.device)  # before the optimizer: its state follows the parameters
         optimizer = build_optimizer(self.prepared, config)
@@ -102,7 +104,11 @@ class Session:
                      data.batch(config, step * config.grad_accum + micro, acc.process_index, acc.num_processes).items()}
             last = micro == config.grad_accum - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.model):  # sync gradients once per step
-                loss = self.model(**batch, use_cache=False).loss / config.grad_accum
+                if self.teacher is not None:
+                    loss = distill_loss(self.model, self.teacher, batch, config.temperature, config.alpha)
+                else:
+                    loss = self.model(**batch, use_cache=False).loss
+                loss = loss / config.grad_accum
                 acc.backward(loss)
             loss_sum += float(loss.detach())
             mask = batch.get("attention_mask")

@@ -28,6 +28,7 @@ from ..utils import Progress, at_step, read_json, silent
 from ..utils import check_output as check_path
 from .batches import TrainData, load_data, measure
 from .config import FinetuneConfig
+from .distill import check_teacher, teacher_source
 from .folders import (LORA_BASE, RECORD, Layout, cast_like_input, check_output, latest_checkpoint, remove_checkpoints,
                       save_model, save_output)
 from .loop import LoopStats, Session
@@ -63,11 +64,13 @@ def _start_model(source: ModelSource, config: FinetuneConfig, tokenizer: Any, de
 
 
 def run_identity(source: ModelSource, config: FinetuneConfig, data: TrainData,
-                 placement: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What determines a run's result (save_every does not; a rank map counts by its content). `placement`
-    names the device type and process count: N processes train on N times the batches."""
+                 placement: dict[str, Any] | None = None, teacher: ModelSource | None = None) -> dict[str, Any]:
+    """What determines a run's result (save_every does not; a rank map counts by its content, a teacher by its
+    weights). `placement` names the device type and process count: N processes train on N times the batches."""
     settings = asdict(config)
     settings.pop("save_every")
+    if teacher is not None:
+        settings["teacher"] = source_fingerprint(teacher)
     if config.rankmap is not None:
         rankmap = read_rankmap(Path(config.rankmap).expanduser())
         settings["rankmap"] = plan_hash(target_ranks(rankmap), "lrc")
@@ -121,9 +124,11 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     config.check_budgets()
     tokenizer = load_tokenizer(source)
     data = load_data(tokenizer, config)
+    compresses = config.err is not None or config.params is not None or config.rankmap is not None
+    teaching = teacher_source(source, config.teacher, compresses) if config.distill else None
     accelerator = _accelerator(config)
     identity = run_identity(source, config, data, {"device_type": accelerator.device.type,
-                                                   "processes": accelerator.num_processes})
+                                                   "processes": accelerator.num_processes}, teaching)
     key = run_key(**identity)
     done = _finished(output, key)
     if done is not None:
@@ -154,7 +159,12 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
                 if config.mode == "lora":  # the frozen base a resumed lora run starts from
                     save_model(model, root / LORA_BASE, layout, replace=True)
             accelerator.wait_for_everyone()
-        session = Session(accelerator, config, model, layout, root, state, resume[0] if resume is not None else None)
+        teacher = None
+        if teaching is not None:  # in the weights dtype, on the student's device, never trained
+            teacher = load_model(teaching, config.placement()[1], accelerator.device).eval().requires_grad_(False)
+            check_teacher(teacher, model, teaching.label)
+        session = Session(accelerator, config, model, layout, root, state, resume[0] if resume is not None else None,
+                          teacher)
         counts = session.prepared.trainable_params, session.prepared.total_params  # lora: adapters included
         start = int(state["step"])
         stats = session.train(data, say)

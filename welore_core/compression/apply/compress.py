@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 import torch
 from torch import nn
 
 from ...errors import WeLoreError
-from ...models import (LayerInfo, LowRankLinear, count_parameters, dense_weight, discover_layers, linear_weight,
-                       placement, set_module)
+from ...models import (LayerInfo, LowRankLinear, count_parameters, dense_weight, discover_layers, find_blocks,
+                       linear_weight, placement, set_module)
 from ...utils import Progress
 from ..plan.target import Target, as_rankmap
 from ..spectra.calibration import Calibration
 from .factors import svd_factors, whitened_factors
 from .folder import CompressionReport
+from .update import UPDATE_TARGET, BlockInputs, dense_copy, dense_weights, update_block
 
 MODES = ("lrc", "all")
 
@@ -40,6 +42,7 @@ class CompressionConfig:
     act_svd: bool = False  # activation-whitened SVD (needs calibration inputs) instead of weight SVD
     svd_dtype: str = "float32"  # precision of the factorisation; float64 for large, ill-conditioned layers
     damp: float = 1e-2  # ridge added to XᵀX (relative to its mean diagonal) before Cholesky, ActSVD only
+    update: bool = False  # re-solve each factored layer's A on calibration outputs, layer after layer (`update`)
     device: str = "auto"  # where the SVDs run (and, for `welore compress`, where the model is loaded)
     weights_dtype: str = "auto"  # dtype the model is loaded in; a compressed folder keeps its input's dtype
 
@@ -59,9 +62,11 @@ class CompressionConfig:
     def identity(self, calib: Calibration | None = None, calib_digest: str = "") -> dict[str, Any]:
         """Everything besides the ranks that changes the compressed weights (part of a run's identity)."""
         extra: dict[str, Any] = {"svd_dtype": self.svd_dtype}
-        if self.act_svd and calib is not None:
-            extra.update(damp=self.damp, calib=calib_digest, calib_samples=calib.samples, calib_seqlen=calib.seqlen,
-                         calib_seed=calib.seed)
+        if self.update:
+            extra["update"] = UPDATE_TARGET
+        if (self.act_svd or self.update) and calib is not None:
+            extra.update(calib=calib_digest, calib_samples=calib.samples, calib_seqlen=calib.seqlen,
+                         calib_seed=calib.seed, **({"damp": self.damp} if self.act_svd else {}))
         return extra
 
 
@@ -81,13 +86,18 @@ def layer_targets(layers: list[LayerInfo], target: Target, owner: str) -> tuple[
 
 
 def compress_to(model: nn.Module, target: Target, config: CompressionConfig | None = None,
-                grams: dict[str, torch.Tensor] | None = None, progress: Progress | None = None) -> CompressionReport:
-    """Replace layers of `model` in place according to `target` (see the module docstring)."""
+                grams: dict[str, torch.Tensor] | None = None, progress: Progress | None = None,
+                batches: list[torch.Tensor] | None = None) -> CompressionReport:
+    """Replace layers of `model` in place according to `target` (see the module docstring). With
+    `config.update`, block after block: the block's layers are compressed, then its factored layers' A re-solved
+    on the calibration `batches` (token ids, (1, seqlen) each) as the model compressed so far feeds them."""
     config = config or CompressionConfig()
     start = time.perf_counter()
     todo, data = layer_targets(discover_layers(model, with_head=True), target, type(model).__name__)
     if config.act_svd and grams is None:
         raise WeLoreError("act_svd needs calibration statistics: pass grams=collect_grams(model, batches, names)")
+    if config.update and not batches:
+        raise WeLoreError("the update needs calibration windows: pass batches=calibration_batches(...)[0]")
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
     for t in todo:
@@ -96,23 +106,53 @@ def compress_to(model: nn.Module, target: Target, config: CompressionConfig | No
                               "embedding too; drop it from the rank map (plan without --with-head)")
     report = CompressionReport(config.mode, config.act_svd, count_parameters(model), 0, rankmap=data)
     todo = [t for t in todo if (t.lrc if config.mode == "lrc" else t.rank < t.layer.full_rank)]
-    for i, t in enumerate(todo, 1):
-        info, rank = t.layer, t.rank
-        gram = grams.get(info.name) if grams is not None else None
-        if config.act_svd and gram is None:
-            raise WeLoreError(f"layer {info.name}: no calibration statistics collected")
-        already = isinstance(model.get_submodule(info.name), LowRankLinear)  # re-compressing a compressed model
-        if config.mode == "lrc" or already or info.factored_params(rank) < info.dense_params:
-            factor_layer(model, info.name, rank, gram, config)
-            report.factored[info.name] = rank
-        else:
-            truncate_layer(model, info.name, rank, gram, config)
-            report.truncated[info.name] = rank
-        if progress:
-            progress(i, len(todo), info.name)
+    todo.sort(key=lambda t: t.layer.block if t.layer.block >= 0 else len(todo) + 1 << 20)  # blocks in order, head last
+    inputs = None
+    if config.update:  # the first block's inputs, before anything changes
+        prefix, blocks = find_blocks(model)
+        inputs = BlockInputs(model, blocks[0], batches or [])
+        last = max((t.layer.block for t in todo), default=-1)
+    done = 0
+    for block, group in groupby(todo, key=lambda t: t.layer.block):
+        group = list(group)
+        updating = inputs is not None and block >= 0
+        if updating:
+            assert inputs is not None
+            while inputs.block < block:  # blocks with nothing compressed still move the inputs on
+                inputs.advance(blocks[inputs.block], blocks[inputs.block])
+            before = dense_copy(blocks[block])  # the dense model's block: its inputs and its weights
+            dense = dense_weights(before, [t.layer.name for t in group], f"{prefix}.{block}")
+        factored = []
+        for t in group:
+            if _compress_layer(model, t, grams, config, report):
+                factored.append(t.layer.name)
+            done += 1
+            if progress:
+                progress(done, len(todo), t.layer.name)
+        if updating:
+            assert inputs is not None
+            report.updated.update(update_block(inputs, blocks[block], before, f"{prefix}.{block}",
+                                               {n: dense[n] for n in factored}, advance=block < last))
     report.params_after = count_parameters(model)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _compress_layer(model: nn.Module, t: LayerTarget, grams: dict[str, torch.Tensor] | None,
+                    config: CompressionConfig, report: CompressionReport) -> bool:
+    """One layer at its rank: factored (True) where that saves parameters or the mode asks, else truncated."""
+    info, rank = t.layer, t.rank
+    gram = grams.get(info.name) if grams is not None else None
+    if config.act_svd and gram is None:
+        raise WeLoreError(f"layer {info.name}: no calibration statistics collected")
+    already = isinstance(model.get_submodule(info.name), LowRankLinear)  # re-compressing a compressed model
+    if config.mode == "lrc" or already or info.factored_params(rank) < info.dense_params:
+        factor_layer(model, info.name, rank, gram, config)
+        report.factored[info.name] = rank
+        return True
+    truncate_layer(model, info.name, rank, gram, config)
+    report.truncated[info.name] = rank
+    return False
 
 
 def _factors(model: nn.Module, name: str, rank: int, gram: torch.Tensor | None,

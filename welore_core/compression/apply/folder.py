@@ -34,6 +34,7 @@ class CompressionReport:
     factored: dict[str, int] = field(default_factory=dict)  # layer -> rank, replaced by LowRankLinear
     truncated: dict[str, int] = field(default_factory=dict)  # layer -> rank, kept dense at rank r
     seconds: float = 0.0
+    updated: dict[str, Any] = field(default_factory=dict)  # layer -> LayerUpdate (output error before, after)
     rankmap: dict[str, Any] = field(default_factory=dict, repr=False)  # the plan applied, as a rank map
 
     def bytes(self, dtype_bytes: int) -> tuple[int, int]:
@@ -109,12 +110,16 @@ def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | N
                 shutil.copy2(source_folder / name, tmp / name)
     rankmap = report.rankmap
     atomic_write_text(tmp / "rankmap.json", json.dumps(rankmap, indent=1) + "\n")
+    base_path = str(source_folder.resolve()) if source_folder is not None else ""  # where a teacher is found again
     if source_folder is not None and is_compressed_folder(source_folder):  # fine-tuned: the dense model stays the base
-        base_model = read_manifest(source_folder).get("base_model") or base_model
-    manifest = {"format": FORMAT, "base_model": base_model or rankmap.get("model", ""),
+        base = read_manifest(source_folder)
+        base_model, base_path = base.get("base_model") or base_model, base.get("base_path", "")
+    manifest = {"format": FORMAT, "base_model": base_model or rankmap.get("model", ""), "base_path": base_path,
                 "base_fingerprint": rankmap.get("fingerprint", ""), "mode": report.mode, "act_svd": report.act_svd,
                 "factored": report.factored, "truncated": report.truncated,
                 "params_before": report.params_before, "params_after": report.params_after}
+    if report.updated:  # the closed-form update: each layer's relative output error on calibration, before and after
+        manifest["updated"] = {name: _pair(u) for name, u in report.updated.items()}
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
@@ -138,4 +143,9 @@ def read_report(folder: Path) -> CompressionReport:
     rankmap: dict[str, Any] = read_json(folder / "rankmap.json", "rank map")
     return CompressionReport(manifest.get("mode", "lrc"), bool(manifest.get("act_svd", False)),
                              int(manifest.get("params_before", 0)), int(manifest.get("params_after", 0)),
-                             dict(manifest["factored"]), dict(manifest.get("truncated", {})), rankmap=rankmap)
+                             dict(manifest["factored"]), dict(manifest.get("truncated", {})),
+                             updated=dict(manifest.get("updated", {})), rankmap=rankmap)
+
+
+def _pair(update: Any) -> list[float]:  # a LayerUpdate, or the [before, after] a manifest already holds
+    return [float(update.before), float(update.after)] if hasattr(update, "before") else [float(x) for x in update]
