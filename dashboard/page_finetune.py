@@ -40,11 +40,26 @@ with st.form("finetune"):
     forget = e1.number_input("WikiText-2 tokens (0: skip)", 0, 1_000_000, 4096, 512, key="ft_forget")
     lora_rank = e2.number_input("LoRA rank", 1, 1024, 8, key="ft_lora")
     galore_rank = e3.number_input("GaLore rank", 1, 4096, 128, key="ft_galore")
+    f1, f2, f3, f4 = st.columns(4)
+    distil = f1.checkbox("Distil from the dense model", key="ft_distill",
+                         help="KL(teacher || student) over the vocabulary instead of the LM loss alone: the compressed "
+                              "model learns the dense model's next-token distribution")
+    temperature = f2.number_input("Temperature", 0.1, 20.0, 1.0, 0.5, key="ft_temperature")
+    alpha = f3.number_input("LM loss share (alpha)", 0.0, 0.99, 0.0, 0.05, key="ft_alpha")
+    teacher = f4.text_input("Teacher (empty: the dense model)", key="ft_teacher",
+                            help="default: the dense model the compressed folder was made from (its manifest), or the "
+                                 "dense model itself when it is compressed before training")
     out = st.text_input("Output folder (one subfolder per mode)", value=cfg.ft_out,
                         key="ft_out")
     launched = st.form_submit_button("Launch", type="primary")
 
 store = wc.JobStore()
+try:
+    shown = wc.describe_teacher(model or None, st.session_state.get("ft_teacher", ""),
+                                compresses_first=info.kind != "compressed")
+    st.caption(f"Distillation teacher: {plain(shown)}")
+except wc.WeLoreError as problem:
+    st.caption(f"Distillation teacher: none found ({plain(problem)})")
 
 
 if launched:
@@ -60,8 +75,11 @@ if launched:
                                 batch_size=int(batch), lr=float(lr), forget_tokens=int(forget),
                                 eval_tokens=8 * int(seqlen), lora_rank=int(lora_rank),
                                 galore_rank=int(galore_rank),
-                                err=float(err) if err > 0 and not is_compressed else None, save_every=0)
-        params = {"model": model, "modes": modes, "steps": int(steps), "data": config.data or config.task}
+                                err=float(err) if err > 0 and not is_compressed else None, save_every=0,
+                                distill=bool(distil), temperature=float(temperature) if distil else 1.0,
+                                alpha=float(alpha) if distil else 0.0, teacher=teacher.strip() if distil else "")
+        params = {"model": model, "modes": modes, "steps": int(steps), "data": config.data or config.task,
+                  **({"teacher": teacher.strip() or "dense"} if distil else {})}
         folder = Path(out).expanduser()
         launch(store, "finetune", params, lambda progress: {"runs": wc.run_modes(spec, config, modes, folder, progress)},
                Params.FINETUNE_JOB)

@@ -20,9 +20,12 @@ TOLERANCE = 1e-4
 
 
 @pytest.mark.slow  # two fresh Python processes with torch and transformers
-def test_two_processes_match_each_other_and_one_process_with_twice_the_batch(tmp_path: Path,
-                                                                           corpus_file: Path) -> None:
+@pytest.mark.parametrize("distil", [False, True], ids=["lm-loss", "distilled"])
+def test_two_processes_match_each_other_and_one_process_with_twice_the_batch(tmp_path: Path, corpus_file: Path,
+                                                                           distil: bool) -> None:
     model = tiny_llama()
+    teacher = tmp_path / "dense"  # distillation: each process holds its own teacher
+    model.save_pretrained(teacher)
     report = wc.compress_to(model, wc.make_plan(wc.compute_spectra(model), wc.PlanConfig(err=50)))
     folder = wc.save_compressed(model, tmp_path / "compressed", report)
     char_tokenizer().save_pretrained(folder)
@@ -31,7 +34,7 @@ def test_two_processes_match_each_other_and_one_process_with_twice_the_batch(tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", str(HELPER), str(folder), str(corpus_file),
-              str(out), str(tmp_path / "cache-dp")]
+              str(out), str(tmp_path / "cache-dp")] + ([str(teacher)] if distil else [])
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -39,7 +42,8 @@ def test_two_processes_match_each_other_and_one_process_with_twice_the_batch(tmp
     assert trained and all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # DDP keeps them in step
 
     single = wc.FinetuneConfig(mode="lrc", data=str(corpus_file), steps=4, seqlen=32, batch_size=4, lr=1e-2,
-                               eval_tokens=256, forget_tokens=0, save_every=0, device="cpu", optimizer="loop")
+                               eval_tokens=256, forget_tokens=0, save_every=0, device="cpu", optimizer="loop",
+                               distill=distil, teacher=str(teacher) if distil else "")
     wc.run_finetune(folder, single, tmp_path / "single")
     one = wc.load_model(wc.resolve_model(tmp_path / "single")).state_dict()
     for key in trained:

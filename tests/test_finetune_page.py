@@ -54,3 +54,32 @@ def test_page_runs_modes_in_the_background_and_compares_them(tmp_path: Path, cor
     fig = loss_curves_figure(runs)
     assert [t.name for t in fig.data] == list(runs["mode"]) and all(len(t.x) == 4 for t in fig.data)
     assert (tmp_path / "out" / "lrc" / "welore-finetune.json").is_file()
+
+
+def test_page_distils_from_the_teacher_it_shows(tmp_path: Path, lm_dir: Path, corpus_file: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    model = wc.load_model(wc.resolve_model(lm_dir))
+    report = wc.compress_to(model, wc.make_plan(wc.compute_spectra(lm_dir), wc.PlanConfig(err=50)))
+    folder = save_compressed(model, tmp_path / "compressed", report, lm_dir, lm_dir.name)
+    for key, value in {"WELORE_MODEL": str(folder), "WELORE_FT_DATA": str(corpus_file), "WELORE_FT_STEPS": "2",
+                       "WELORE_FT_SEQLEN": "32", "WELORE_FT_OUT": str(tmp_path / "out")}.items():
+        monkeypatch.setenv(key, value)
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    captions = [c.value.replace("\\", "") for c in at.caption]  # as shown: Markdown escapes removed
+    assert f"Distillation teacher: tiny-lm ({lm_dir})" in captions
+    at.multiselect(key="ft_modes").set_value(["lrc"])
+    at.number_input(key="ft_forget").set_value(0)
+    at.checkbox(key="ft_distill").check()
+    at.number_input(key="ft_temperature").set_value(2.0)
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    job = at.query_params["ft"]
+    state = wait(job[0] if isinstance(job, list) else job, timeout=120)
+    assert state.status == "done", state.error
+    record = wc.FinetuneResult.from_record(
+        __import__("json").loads((tmp_path / "out" / "lrc" / "welore-finetune.json").read_text()))
+    assert record.config["distill"] and record.config["temperature"] == 2.0
+    lm_dir.rename(tmp_path / "gone")  # the teacher moved: the page says so instead of failing
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    captions = [c.value.replace("\\", "") for c in at.caption]
+    assert any("Distillation teacher: none found" in c and "pass --teacher" in c for c in captions)

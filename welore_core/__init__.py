@@ -35,8 +35,8 @@ from .evaluation import (ORIGINS, EvalConfig, EvalResult, JobCancelled, JobState
                          evaluate_model, load_for_eval, perplexity, perplexity_sweep, sensitivity_of, sensitivity_scan,
                          start_job, wait)
 from .finetune import MODES as FINETUNE_MODES
-from .finetune import (FinetuneConfig, FinetuneResult, Prepared, build_optimizer, finetune_runs, prepare_model,
-                       run_finetune, run_modes, runs_frame, state_bytes, with_ratios)
+from .finetune import (FinetuneConfig, FinetuneResult, Prepared, build_optimizer, describe_teacher, finetune_runs,
+                       prepare_model, run_finetune, run_modes, runs_frame, state_bytes, with_ratios)
 from .models import (SOURCE_KINDS, WEIGHT_DTYPES, LayerInfo, LowRankLinear, ModelInfo, ModelSource, count_parameters,
                      describe_model, discover_layers, expect_kind, guess_kind, load_model, resolve_model,
                      source_fingerprint)
@@ -62,7 +62,8 @@ __all__ = [
     "evaluate_model", "load_for_eval", "perplexity", "perplexity_sweep", "sensitivity_of", "sensitivity_scan",
     "start_job", "wait",
     # fine-tuning
-    "FINETUNE_MODES", "FinetuneConfig", "FinetuneResult", "Prepared", "build_optimizer", "finetune_runs",
+    "FINETUNE_MODES", "FinetuneConfig", "FinetuneResult", "Prepared", "build_optimizer", "describe_teacher",
+    "finetune_runs",
     "prepare_model", "run_finetune", "run_modes", "runs_frame", "state_bytes", "with_ratios",
     # dynamics
     "DynamicsConfig", "DynamicsRun", "EmergenceConfig", "RunFolder", "build_model", "claim_check", "cosine_matrix",

@@ -50,6 +50,13 @@ def teacher_source(source: ModelSource, teacher: str, compresses_first: bool) ->
                       "itself; pass --teacher MODEL")
 
 
+def describe_teacher(spec: str | None, teacher: str = "", compresses_first: bool = True) -> str:
+    """The teacher a distillation run of `spec` would use, as a line: its label and path (WeLoreError when none
+    is found)."""
+    chosen = teacher_source(resolve_model(spec), teacher, compresses_first)
+    return f"{chosen.label} ({chosen.path})"
+
+
 def check_teacher(teacher: nn.Module, student: nn.Module, label: str) -> None:
     """The teacher must predict over the student's vocabulary."""
     t = teacher.get_output_embeddings()
