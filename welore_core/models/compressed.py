@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import WeLoreError
 from ..utils import read_json, transformers_ready
 from .build import building, empty_weights
+from .hfconfig import check_modeling, read_config
 from .layers import linear_weight, set_module
 from .lowrank import LowRankLinear
 from .source import MANIFEST
@@ -38,7 +39,7 @@ def load_compressed(folder: Path, dtype: str | torch.dtype = "float32", device: 
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     transformers_ready()  # the first import, one thread at a time
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -46,7 +47,8 @@ def load_compressed(folder: Path, dtype: str | torch.dtype = "float32", device: 
     manifest = read_manifest(folder)
     if not isinstance(manifest.get("factored"), dict):
         raise WeLoreError(f"{folder / MANIFEST}: 'factored' must map layer names to ranks")
-    config = AutoConfig.from_pretrained(folder)
+    config = read_config(folder)  # a loadable folder's base architecture
+    check_modeling(folder, manifest.get("modeling"))
     with building(), empty_weights():  # parameters on meta, buffers (rotary tables) real
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for name, rank in manifest["factored"].items():

@@ -12,6 +12,7 @@ from ..errors import WeLoreError
 from ..utils import transformers_ready
 from .build import building
 from .compressed import load_compressed
+from .hfconfig import read_config
 from .placement import check_fits
 from .source import ModelSource
 from .tensors import index_params, tensor_index
@@ -47,11 +48,11 @@ def load_pretrained(source: ModelSource, dtype: Any = "float32", device: Any = "
 def meta_model(source: ModelSource) -> Any:
     """The model's module tree on the meta device: names and types with no memory for weights."""
     transformers_ready()  # the first import, one thread at a time
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     assert source.config_path is not None
     try:
-        config = AutoConfig.from_pretrained(source.config_path.parent)
+        config = read_config(source.config_path.parent)  # a compressed folder's: its base architecture's
         with building(), torch.device("meta"):
             return AutoModelForCausalLM.from_config(config)
     except Exception as err:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ...errors import WeLoreError
 from ...models import FORMAT, MANIFEST, count_parameters, read_manifest
+from ...models.hfconfig import write_loadable
 from ...utils import atomic_folder, atomic_write_text, read_json
 from ...utils import check_output as check_path
 
@@ -118,6 +119,8 @@ def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | N
                 "base_fingerprint": rankmap.get("fingerprint", ""), "mode": report.mode, "act_svd": report.act_svd,
                 "factored": report.factored, "truncated": report.truncated,
                 "params_before": report.params_before, "params_after": report.params_after}
+    if (tmp / "config.json").is_file():  # a standard Hugging Face folder: plain transformers loads it (remote code)
+        manifest["modeling"] = write_loadable(tmp, report.factored)
     if report.updated:  # the closed-form update: each layer's relative output error on calibration, before and after
         manifest["updated"] = {name: _pair(u) for name, u in report.updated.items()}
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
