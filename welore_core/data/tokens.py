@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import WeLoreError
 from ..utils import atomic_write_bytes, cache_dir, transformers_ready
+from ..utils.hf import tokenizer_config
 from .corpus import Corpus
 
 LOCAL_TOKENIZERS = ("byte", "char")
@@ -64,7 +66,7 @@ def tokenize(corpus: Corpus, tokenizer: str) -> Tokens:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(tokenizer)
+        tok = AutoTokenizer.from_pretrained(tokenizer, **tokenizer_config(Path(tokenizer)))
     except Exception as err:  # transformers raises many types for "not a tokenizer"
         first = (str(err).strip().splitlines() or [""])[0]
         raise WeLoreError(f"tokenizer {tokenizer!r}: not byte, char, a model folder or a hub id with a tokenizer "

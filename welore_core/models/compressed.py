@@ -18,7 +18,8 @@ from torch import nn
 from ..errors import WeLoreError
 from ..utils import read_json, transformers_ready
 from .build import building, empty_weights
-from .hfconfig import check_modeling, read_config
+from ..utils.hf import read_config
+from .hfconfig import check_modeling
 from .layers import linear_weight, set_module
 from .lowrank import LowRankLinear
 from .source import MANIFEST

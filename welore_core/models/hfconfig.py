@@ -34,12 +34,13 @@ def loadable_config(config: dict[str, Any], factored: dict[str, int]) -> dict[st
     with these factored layers."""
     transformers_ready()
     from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     out = dict(config)
     old = out.pop("welore", None) or {}
     base_type = old.get("base_model_type") or str(out.get("model_type", ""))
-    archs = out.get("architectures") or []
-    arch = old.get("base_architecture") or (str(archs[0]) if archs else "")
+    archs = out.get("architectures") or [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(base_type, "")]  # a config saved alone
+    arch = old.get("base_architecture") or str(archs[0] or "")
     if base_type not in CONFIG_MAPPING or not arch:
         raise WeLoreError(f"model type {base_type!r} ({arch or 'no architecture'}) is not one transformers knows: the "
                           "folder could not be loaded with plain transformers")
@@ -61,33 +62,6 @@ def write_loadable(folder: Path, factored: dict[str, int]) -> str:
     data = MODELING.read_bytes()
     (folder / MODELING_FILE).write_bytes(data)
     return hashlib.sha256(data).hexdigest()
-
-
-def base_config_dict(config: dict[str, Any]) -> dict[str, Any]:
-    """The base architecture's config dict of a compressed folder's config (unchanged for other configs)."""
-    welore = config.get("welore")
-    if not isinstance(welore, dict):
-        return config
-    out = {k: v for k, v in config.items() if k not in ("welore", "auto_map")}
-    out.update(model_type=welore.get("base_model_type"), architectures=[welore.get("base_architecture")])
-    return out
-
-
-def read_config(folder: Path) -> Any:
-    """The transformers config of `folder`: for a compressed folder, its base architecture's config."""
-    transformers_ready()
-    from transformers import AutoConfig
-
-    path = folder / "config.json"
-    data = read_json(path, "config")
-    if not isinstance(data.get("welore"), dict):
-        return AutoConfig.from_pretrained(folder)
-    base = base_config_dict(data)
-    try:
-        return AutoConfig.for_model(str(base.pop("model_type")), **base)
-    except (ValueError, TypeError, KeyError) as err:
-        raise WeLoreError(f"{path}: base model type {data['welore'].get('base_model_type')!r} does not load ({err})") \
-            from None
 
 
 def check_modeling(folder: Path, expected: str | None) -> None:

@@ -12,7 +12,7 @@ from ..errors import WeLoreError
 from ..utils import transformers_ready
 from .build import building
 from .compressed import load_compressed
-from .hfconfig import read_config
+from ..utils.hf import read_config, tokenizer_config
 from .placement import check_fits
 from .source import ModelSource
 from .tensors import index_params, tensor_index
@@ -65,7 +65,7 @@ def load_tokenizer(source: ModelSource) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source.path)
+        return AutoTokenizer.from_pretrained(source.path, **tokenizer_config(source.path))
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise WeLoreError(f"{source.path}: no usable tokenizer ({type(err).__name__}: {first})") from None
