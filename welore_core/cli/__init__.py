@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import WeLoreError, WeLoreWarning
 from ..utils import disk_full, os_error_message
-from . import analyse, compress, dynamics, evaluate, finetune
+from . import analyse, compress, dynamics, evaluate, finetune, ship
 from .common import tqdm_progress
 
 __all__ = ["build_parser", "main", "tqdm_progress"]
@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="welore", description="WeLore: where an LLM is low-rank, and how to compress it")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (analyse, compress, evaluate, finetune, dynamics):
+    for group in (analyse, compress, evaluate, finetune, ship, dynamics):
         group.register(sub)
     return parser
 

@@ -31,13 +31,28 @@ def eval_options(p: argparse.ArgumentParser, seqlen: int | None = None) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     if args.tasks:
-        return _zeroshot(args)
-    result = evaluate_model(args.model, config_from(EvalConfig, args), tqdm_progress("eval"))
-    if human(args):
-        note = " (from the run registry)" if result["cached"] else ""
-        print(f"{args.data}: PPL {result['ppl']:.4f}, NLL {result['nll']:.4f} over {result['tokens']} tokens "
-              f"(seqlen {result['seqlen']}), {result['seconds']:.1f} s, {result['tokens_per_s']:.0f} tokens/s{note}")
+        result = _zeroshot(args)
+    else:
+        result = evaluate_model(args.model, config_from(EvalConfig, args), tqdm_progress("eval"))
+        if human(args):
+            note = " (from the run registry)" if result["cached"] else ""
+            print(f"{args.data}: PPL {result['ppl']:.4f}, NLL {result['nll']:.4f} over {result['tokens']} tokens "
+                  f"(seqlen {result['seqlen']}), {result['seconds']:.1f} s, {result['tokens_per_s']:.0f} tokens/s"
+                  f"{note}")
+    _refresh_card(args.model)
     return result
+
+
+def _refresh_card(spec: str | None) -> None:
+    """A compressed folder's model card lists every measurement of its weights: rewritten after each (a card the
+    user wrote themselves is left alone)."""
+    from ..compression.apply.export import write_card
+    from ..evaluation import card_measurements
+    from ..models import resolve_model
+
+    source = resolve_model(spec)
+    if source.kind == "compressed" and (source.path / "config.json").is_file():
+        write_card(source.path, card_measurements(source.path))
 
 
 def _zeroshot(args: argparse.Namespace) -> dict[str, Any]:

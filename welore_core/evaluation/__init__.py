@@ -2,7 +2,8 @@
 row each), strategy sweeps, per-layer sensitivity scans, and background jobs for the dashboard."""
 from __future__ import annotations
 
-from .attribution import ORIGINS, chart_runs, folder_plan_hash, measured_cost, measured_costs, plan_hash, source_fields
+from .attribution import (ORIGINS, card_measurements, chart_runs, folder_plan_hash, measured_cost, measured_costs,
+                          plan_hash, source_fields)
 from .jobs import FINAL, JobCancelled, JobFn, JobState, JobStore, start_job, wait
 from .perplexity import EvalConfig, EvalResult, perplexity
 from .registry import Registry, run_key
@@ -13,7 +14,8 @@ from .sweep import perplexity_sweep
 from .zeroshot import ZeroShotConfig, evaluate_tasks, local_task_names
 
 __all__ = ["FINAL", "GROUPINGS", "ORIGINS", "ZeroShotConfig", "evaluate_tasks", "local_task_names", "chart_runs",
-           "measured_cost", "measured_costs", "source_fields", "EvalConfig", "EvalResult", "JobCancelled", "JobFn", "JobState",
+           "card_measurements", "measured_cost", "measured_costs", "source_fields", "EvalConfig", "EvalResult",
+           "JobCancelled", "JobFn", "JobState",
            "JobStore", "Loaded", "Registry", "check_scan", "compress_and_evaluate", "eval_identity",
            "evaluate_model", "evaluate_point", "folder_plan_hash", "load_for_eval", "perplexity", "plan_hash",
            "run_key", "sensitivity_of", "sensitivity_scan", "start_job", "perplexity_sweep", "point_tasks",

@@ -18,32 +18,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeLoreError
-from ..models import ModelSource, read_manifest, resolve_model, source_fingerprint
+from ..models import ModelSource, dense_source, resolve_model
 
 CHUNK = 128  # positions per chunk of teacher logits
 
 
 def teacher_source(source: ModelSource, teacher: str, compresses_first: bool) -> ModelSource:
     """Which model teaches `source`: `teacher` when given; else the dense model a compressed folder was made from
-    (its manifest's path, then its name, accepted only with the weights the folder records); else a dense input
-    that the run compresses first teaches its compressed self."""
+    (`models.dense_source`); else a dense input that the run compresses first teaches its compressed self."""
     if teacher:
         return resolve_model(teacher)
     if source.kind == "compressed":
-        manifest = read_manifest(source.path)
-        expected = manifest.get("base_fingerprint")
-        for spec in (manifest.get("base_path"), manifest.get("base_model")):
-            if not spec:
-                continue
-            try:
-                candidate = resolve_model(spec)
-                if candidate.kind != "compressed" and source_fingerprint(candidate) == expected:
-                    return candidate
-            except (OSError, WeLoreError):
-                continue
-        raise WeLoreError(f"{source.path}: the dense model it was made from ({manifest.get('base_model') or '?'}, "
-                          f"at {manifest.get('base_path') or 'no recorded path'}) is not there with the weights the "
-                          "folder records; pass --teacher MODEL")
+        return dense_source(source, "pass --teacher MODEL")
     if compresses_first:
         return source
     raise WeLoreError("--distill needs a teacher: the input is dense and is not compressed first, so it would teach "

@@ -72,3 +72,25 @@ def source_fingerprint(source: ModelSource) -> str:
     if not files:
         raise WeLoreError(f"{source.path}: no safetensors weights to fingerprint")
     return files_fingerprint(files, cache_dir() / "fingerprints")
+
+
+def dense_source(source: ModelSource, instead: str = "name the dense model") -> ModelSource:
+    """The dense model the compressed folder `source` was made from: its manifest's path, then its name, accepted
+    only with the weights the folder records; else a one-line error ending in `instead`."""
+    from .compressed import read_manifest
+    from .source import resolve_model
+
+    manifest = read_manifest(source.path)
+    expected = manifest.get("base_fingerprint")
+    for spec in (manifest.get("base_path"), manifest.get("base_model")):
+        if not spec:
+            continue
+        try:
+            candidate = resolve_model(spec)
+            if candidate.kind != "compressed" and source_fingerprint(candidate) == expected:
+                return candidate
+        except (OSError, WeLoreError):
+            continue
+    raise WeLoreError(f"{source.path}: the dense model it was made from ({manifest.get('base_model') or '?'}, at "
+                      f"{manifest.get('base_path') or 'no recorded path'}) is not there with the weights the folder "
+                      f"records; {instead}")

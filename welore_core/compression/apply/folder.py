@@ -80,7 +80,7 @@ def save_compressed(model: nn.Module, folder: Path, report: CompressionReport, s
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         report.params_after = count_parameters(model)
-        write_metadata(tmp, report, source_folder, base_model)
+        write_metadata(tmp, report, source_folder, base_model, folder)
     return folder
 
 
@@ -103,8 +103,10 @@ def check_output(folder: Path, source: Path | tuple[Path, ...] | None) -> None:
     check_path(folder, folder=True, protected=protected)
 
 
-def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | None, base_model: str) -> None:
-    """Tokenizer files of the source, the rank map applied and the manifest, beside the weights in `tmp`."""
+def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | None, base_model: str,
+                   final: Path | None = None) -> None:
+    """Tokenizer files of the source, the rank map applied, the manifest, and (config.json present) what plain
+    transformers loads it with and the model card, beside the weights in `tmp` (to become `final`)."""
     if source_folder is not None:
         for name in _TOKENIZER_FILES:
             if (source_folder / name).is_file() and not (tmp / name).exists():
@@ -124,6 +126,10 @@ def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | N
     if report.updated:  # the closed-form update: each layer's relative output error on calibration, before and after
         manifest["updated"] = {name: _pair(u) for name, u in report.updated.items()}
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    if "modeling" in manifest:
+        from .export import write_card
+
+        write_card(tmp, shown=final)
 
 
 def _unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -94,7 +94,7 @@ def compress_streamed(source: ModelSource, target: Target, config: CompressionCo
         report.factored = {n: report.factored[n] for n in order if n in report.factored}
         report.truncated = {n: report.truncated[n] for n in order if n in report.truncated}
         report.params_after = report.params_before - saved
-        write_metadata(tmp, report, source.path, source.label)
+        write_metadata(tmp, report, source.path, source.label, output)
     report.seconds = time.perf_counter() - start
     return report
 
