@@ -58,6 +58,8 @@ if launched:
         compression = wc.CompressionConfig(mode=mode, device=device, weights_dtype=weights)
         zeroshot = (wc.ZeroShotConfig(tasks=tuple(tasks), limit=int(limit) or None, device=device,
                                       weights_dtype=weights) if tasks else None)
+        if saved is not None:  # Generate's folder, below (its widget is made later in this run)
+            st.session_state[Keys.SAVED_FOLDER] = st.session_state["gen_folder"] = str(saved)
         launch(store, "compress-eval", {"model": model or info.label, "strategy": strategy, "err": err, "mode": mode,
                                         "data": data, "tokens": int(tokens), "seqlen": int(seqlen)},
                lambda progress: wc.compress_and_evaluate(spec, target, config, compression, progress, save_to=saved,
@@ -87,6 +89,43 @@ def follow() -> None:
 
 
 follow()
+
+st.subheader("Generate")
+st.caption("What the compressed model now writes: one prompt, its greedy continuation beside the dense model's it was "
+           "made from (read from the folder's manifest), generated in the background.")
+with st.form("generate"):
+    g1, g2 = st.columns([3, 1])
+    st.session_state.setdefault("gen_folder", st.session_state.get(Keys.SAVED_FOLDER, ""))
+    folder = g1.text_input("Compressed model folder", key="gen_folder",
+                           help="the folder Compress & evaluate saved to, or any compressed folder")
+    new_tokens = g2.number_input("New tokens", 1, 1024, 48, key="gen_tokens")
+    prompt = st.text_area("Prompt", "The history of the city begins", key="gen_prompt")
+    generated = st.form_submit_button("Generate")
+if generated:
+    try:
+        if not folder.strip():
+            raise wc.WeLoreError("name a compressed folder (save one with Compress & evaluate above)")
+        device, weights = placement_setting()
+        spec_folder, text, count = folder.strip(), prompt, int(new_tokens)
+        launch(store, "generate", {"folder": spec_folder, "tokens": count},
+               lambda progress: wc.side_by_side(spec_folder, text, count, "", device, weights, progress),
+               Params.GENERATE_JOB)
+    except wc.WeLoreError as problem:
+        st.error(plain(problem))
+
+
+@st.fragment(run_every=1.0)
+def follow_generation() -> None:
+    if not st.query_params.get(Params.GENERATE_JOB):
+        return
+    state = job_panel(store, Params.GENERATE_JOB)
+    if state is not None and state.result:
+        for col, c in zip(st.columns(len(state.result["continuations"])), state.result["continuations"]):
+            col.markdown(f"**{plain(c['role'])}**: {plain(c['model'])} ({c['tokens']} tokens, {c['seconds']:.1f} s)")
+            col.text(state.result["prompt"] + c["text"])
+
+
+follow_generation()
 
 st.subheader("Run registry")
 runs = wc.Registry.default().frame("eval")

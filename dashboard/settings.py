@@ -78,6 +78,7 @@ class Keys:
     EXPLORER = "explorer"  # the explorer component; `<EXPLORER>_have` / `_seq` hold the grid it has, its last pick
     APPLIED_RANKMAP = "applied_rankmap"  # a rank map uploaded on the plan page, offered on Compress & evaluate
     OWNER = "owner"  # this browser tab's id: jobs it launches are its own
+    SAVED_FOLDER = "saved_folder"  # the folder the last compress & evaluate job saved to: Generate's default
     CHARTED_JOB = "charted_job"  # the last finished job the evaluate page redrew its chart for
 
 
@@ -87,6 +88,7 @@ class Params:
     EVAL_JOB = "job"
     SENSITIVITY_JOB = "scan"
     FINETUNE_JOB = "ft"
+    GENERATE_JOB = "gen"
     DYNAMICS_JOB = "dyn_job"
     DYNAMICS_RUN = "run"
 

@@ -220,9 +220,24 @@ def _flow(page, server: str, spectra: wc.Spectra, shots: Path, tmp_path: Path) -
 
     page.get_by_role("link", name="Compress & evaluate").click()
     page.get_by_role("button", name="Launch").wait_for(timeout=60_000)
+    saved = tmp_path / "saved"
+    page.get_by_label("Save the compressed model to (optional folder)").fill(str(saved))
     page.get_by_role("button", name="Launch").click()
     page.get_by_text("Perplexity", exact=True).first.wait_for(timeout=180_000)
     ppl = float(_metric(page, "Perplexity"))
     assert 1.0 < ppl < 200.0  # a 64-symbol model: at most ~64 when untrained; measured, not echoed
     page.screenshot(path=str(shots / "3-evaluate.png"), full_page=True)
+
+    # Generate: the saved folder is offered; the compressed and the dense continuations appear side by side
+    expect(page.get_by_label("Compressed model folder", exact=True)).to_have_value(str(saved), timeout=30_000)
+    page.get_by_label("New tokens", exact=True).fill("8")
+    page.get_by_label("Prompt", exact=True).fill("the king")
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("dense: tiny-lm (8 tokens", exact=False).wait_for(timeout=120_000)
+    expect(page.get_by_text("compressed: saved (8 tokens", exact=False)).to_be_visible()
+    want = wc.side_by_side(str(saved), "the king", 8)["continuations"]
+    for c in want:  # the page shows what the core generates for the same request
+        expect(page.get_by_text(c["text"].strip().splitlines()[0] if c["text"].strip() else "the king",
+                                exact=False).first).to_be_visible()
+    page.screenshot(path=str(shots / "4-generate.png"), full_page=True)
     return ppl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .attribution import (ORIGINS, card_measurements, chart_runs, folder_plan_hash, measured_cost, measured_costs,
                           plan_hash, source_fields)
+from .generate import Continuation, generate, generate_from, side_by_side
 from .jobs import FINAL, JobCancelled, JobFn, JobState, JobStore, start_job, wait
 from .perplexity import EvalConfig, EvalResult, perplexity
 from .registry import Registry, run_key
@@ -13,7 +14,8 @@ from .sensitivity import GROUPINGS, check_scan, sensitivity_of, sensitivity_scan
 from .sweep import perplexity_sweep
 from .zeroshot import ZeroShotConfig, evaluate_tasks, local_task_names
 
-__all__ = ["FINAL", "GROUPINGS", "ORIGINS", "ZeroShotConfig", "evaluate_tasks", "local_task_names", "chart_runs",
+__all__ = ["Continuation", "generate", "generate_from", "side_by_side",
+           "FINAL", "GROUPINGS", "ORIGINS", "ZeroShotConfig", "evaluate_tasks", "local_task_names", "chart_runs",
            "card_measurements", "measured_cost", "measured_costs", "source_fields", "EvalConfig", "EvalResult",
            "JobCancelled", "JobFn", "JobState",
            "JobStore", "Loaded", "Registry", "check_scan", "compress_and_evaluate", "eval_identity",

@@ -114,3 +114,32 @@ def generate_from(source: ModelSource, prompt: str, max_new_tokens: int = 64, de
     tokenizer = load_tokenizer(source)
     model = load_model(source, dtype, device)
     return generate(model, tokenizer, prompt, max_new_tokens, source.label, on_text, progress)
+
+
+def side_by_side(spec: str | None, prompt: str, max_new_tokens: int = 64, compare: str | None = "",
+                 device: Any = "cpu", dtype: Any = "float32", progress: Progress | None = None) -> dict[str, Any]:
+    """The greedy continuations of `prompt` by `spec` and by its dense source (`compare`: "" = the dense model a
+    compressed folder was made from, None = none), one after the other with one progress bar over both; `device`
+    and `dtype` as a config names them ("auto" resolved)."""
+    from ..models import dense_source, placement, resolve_model
+
+    device, dtype = placement(str(device), str(dtype).removeprefix("torch."), "generation")
+    if not prompt.strip():
+        raise WeLoreError("the prompt is empty: give the text to continue")
+    source = resolve_model(spec)
+    runs = [(source, "compressed" if source.kind == "compressed" else "model")]
+    if compare is not None:
+        if not compare and source.kind != "compressed":
+            raise WeLoreError(f"{source.path} is not a compressed folder: name the model to compare it with")
+        runs.append((resolve_model(compare) if compare else dense_source(source, "name the model to compare it with"),
+                     "dense"))
+    out = []
+    for i, (model, role) in enumerate(runs):
+        def step(done: int, total: int, message: str, i: int = i, role: str = role) -> None:
+            if progress:
+                progress(i * max_new_tokens + done, len(runs) * max_new_tokens, f"{role}: {message}")
+
+        c = generate_from(model, prompt, max_new_tokens, device, dtype, progress=step)
+        out.append({"role": role, "model": c.model, "path": str(model.path), "text": c.text, "tokens": c.tokens,
+                    "seconds": round(c.seconds, 3)})
+    return {"prompt": prompt, "continuations": out}
