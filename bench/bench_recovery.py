@@ -8,7 +8,7 @@ test set goes into calibration or training. Rows, at each budget:
 
     fisher + ActSVD                          (the budget table's best, no training)
     + update                                 (compress --act-svd --update)
-    + LRC fine-tuning, LM loss (N steps)     (the budget table's recovery, for reference)
+    + LRC fine-tuning, LM loss (N steps)     (with --lm-reference: the budget table's recovery)
     + distillation (N steps)                 (finetune --distill, same steps, data and schedule)
     + update + distillation (N steps)
 
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(budgets: list[float], tokens: int, seqlen: int, steps: int, lr: float, mode: str, temperature: float,
-         out: Path) -> None:
+         out: Path, train_budgets: list[float], lm_reference: bool) -> None:
     shakespeare = str(wc.data_dir() / "tinyshakespeare" / "input.txt")
     config = wc.EvalConfig(tokens=tokens, seqlen=seqlen, device="cpu")
     registry = wc.Registry.default()
@@ -58,7 +58,7 @@ def main(budgets: list[float], tokens: int, seqlen: int, steps: int, lr: float, 
         seconds.setdefault(label, {})[pct] = round(time.perf_counter() - began, 1)
         print(f"  {label:48s} {pct:4g} %: PPL {ppl:9.2f} ({seconds[label][pct]:.0f} s)", flush=True)
         write(out, budgets, dense["ppl"], rows + [{"row": k, **v, "seconds": seconds[k]} for k, v in cells.items()],
-              tokens, seqlen, steps, lr, mode, temperature)
+              tokens, seqlen, steps, lr, mode, temperature, train_budgets, lm_reference)
 
     base = wc.CompressionConfig(mode="all", act_svd=True)
     for pct in budgets:
@@ -71,8 +71,8 @@ def main(budgets: list[float], tokens: int, seqlen: int, steps: int, lr: float, 
                                            compression.identity(calib, digest), save_to=folder, batches=batches,
                                            origin="bench")
                 put(label, pct, result["ppl"], began)
-                trainings = [(f"{label} + distillation ({steps} steps)", True)]
-                if not compression.update:
+                trainings = [(f"{label} + distillation ({steps} steps)", True)] if pct in train_budgets else []
+                if not compression.update and lm_reference and pct in train_budgets:
                     trainings.insert(0, (f"{label} + LRC fine-tuning, LM loss ({steps} steps)", False))
                 for name, distil in trainings:
                     began = time.perf_counter()
@@ -86,7 +86,7 @@ def main(budgets: list[float], tokens: int, seqlen: int, steps: int, lr: float, 
 
 
 def write(out: Path, budgets: list[float], dense: float, rows: list[dict[str, Any]], tokens: int, seqlen: int,
-          steps: int, lr: float, mode: str, temperature: float) -> None:
+          steps: int, lr: float, mode: str, temperature: float, train_budgets: list[float], lm_reference: bool) -> None:
     lines = ["| | " + " | ".join(f"{b:g} % removed" for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
     for r in rows:
         lines.append(f"| {r['row']} | " + " | ".join(f"{r[b]:.2f} ({r[b] / dense:.2f}x)" if r.get(b) is not None
@@ -97,7 +97,8 @@ def write(out: Path, budgets: list[float], dense: float, rows: list[dict[str, An
              f"trains in {mode} mode against the dense model, temperature {temperature:g}, KL only (alpha 0).",
              "Command: `.venv/bin/python bench/bench_recovery.py --budgets "
              f"{','.join(f'{b:g}' for b in budgets)} --tokens {tokens} --seqlen {seqlen} --steps {steps} --lr {lr:g} "
-             f"--mode {mode} --temperature {temperature:g}`"]
+             f"--mode {mode} --temperature {temperature:g} --train-budgets "
+             f"{','.join(f'{b:g}' for b in train_budgets) or 'none'}{' --lm-reference' if lm_reference else ''}`"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
 
@@ -111,7 +112,14 @@ if __name__ == "__main__":
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--mode", default="lrc", choices=MODES, help="what distillation trains")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--train-budgets", default=None, help="budgets with training rows (default: every budget; "
+                                                              "'none' for the training-free rows alone)")
+    parser.add_argument("--lm-reference", action="store_true",
+                        help="also LRC fine-tuning with the LM loss (the budget table's recovery row)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recovery_table.md",
                         help="the table (.md) and its rows (.json beside it), rewritten as rows finish")
     a = parser.parse_args()
-    main([float(b) for b in a.budgets.split(",")], a.tokens, a.seqlen, a.steps, a.lr, a.mode, a.temperature, a.out)
+    budgets = [float(b) for b in a.budgets.split(",")]
+    trained = budgets if a.train_budgets is None else [] if a.train_budgets == "none" else \
+        [float(b) for b in a.train_budgets.split(",")]
+    main(budgets, a.tokens, a.seqlen, a.steps, a.lr, a.mode, a.temperature, a.out, trained, a.lm_reference)

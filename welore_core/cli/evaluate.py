@@ -46,7 +46,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 def _refresh_card(spec: str | None) -> None:
     """A compressed folder's model card lists every measurement of its weights: rewritten after each (a card the
     user wrote themselves is left alone)."""
-    from ..compression.apply.export import write_card
+    from ..compression.apply.card import write_card
     from ..evaluation import card_measurements
     from ..models import resolve_model
 

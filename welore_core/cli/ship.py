@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from ..compression.apply.export import export_merged, write_card
+from ..compression.apply.card import write_card
+from ..compression.apply.export import export_merged
 from ..errors import WeLoreError
 from ..evaluation import EvalConfig, card_measurements
 from ..evaluation.generate import generate_from

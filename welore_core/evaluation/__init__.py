@@ -2,13 +2,13 @@
 row each), strategy sweeps, per-layer sensitivity scans, and background jobs for the dashboard."""
 from __future__ import annotations
 
-from .attribution import (ORIGINS, card_measurements, chart_runs, folder_plan_hash, measured_cost, measured_costs,
+from .attribution import (ORIGINS, chart_runs, folder_plan_hash, measured_cost, measured_costs,
                           plan_hash, source_fields)
 from .generate import Continuation, generate, generate_from, side_by_side
 from .jobs import FINAL, JobCancelled, JobFn, JobState, JobStore, start_job, wait
 from .perplexity import EvalConfig, EvalResult, perplexity
 from .registry import Registry, run_key
-from .runs import (Loaded, compress_and_evaluate, eval_identity, evaluate_model, evaluate_point, point_tasks,
+from .runs import (Loaded, card_measurements, compress_and_evaluate, eval_identity, evaluate_model, evaluate_point, point_tasks,
                    load_for_eval, token_ids)
 from .sensitivity import GROUPINGS, check_scan, sensitivity_of, sensitivity_scan
 from .sweep import perplexity_sweep

@@ -171,27 +171,3 @@ def chart_runs(runs: pd.DataFrame, model: str, x: str = "err", y: str = "ppl") -
     reason[(reason == "") & mine[y].isna()] = f"no {'perplexity' if y == 'ppl' else 'accuracy'} recorded"
     placed, unplaced = mine[reason == ""], mine[reason != ""].assign(reason=reason[reason != ""])
     return placed, unplaced
-
-
-def card_measurements(folder: Path) -> list[str]:
-    """The registry's measurements of this folder's weights (perplexity, zero-shot accuracy), one line each."""
-    from ..models import resolve_model, source_fingerprint
-    from .registry import Registry
-
-    try:
-        runs = Registry.default().frame("eval")
-        fingerprint = source_fingerprint(resolve_model(folder))
-    except (OSError, ValueError):  # WeLoreError included: gone, damaged
-        return []
-    mine = runs[runs["fingerprint"] == fingerprint] if len(runs) else runs
-    lines = []
-    for _, r in mine.iterrows():
-        if r.get("ppl") == r.get("ppl") and r.get("ppl") is not None:  # not NaN
-            lines.append(f"| perplexity | {r['dataset']} (windows of {int(r['seqlen'])}, {int(r['tokens'])} tokens) | "
-                         f"{r['ppl']:.3f} |")
-        elif r.get("acc") == r.get("acc") and r.get("acc") is not None:
-            limit = "whole set" if r.get("limit_n") != r.get("limit_n") or r.get("limit_n") is None else \
-                f"first {int(r['limit_n'])}"
-            lines.append(f"| {r['task']} accuracy | {int(r['num_fewshot'])}-shot, {limit}, lm-eval {r['harness']} | "
-                         f"{r['acc']:.4f} ± {r['acc_stderr']:.4f} |")
-    return sorted(set(lines))

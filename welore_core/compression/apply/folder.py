@@ -17,6 +17,7 @@ from torch import nn
 from ...errors import WeLoreError
 from ...models import FORMAT, MANIFEST, count_parameters, read_manifest
 from ...models.hfconfig import write_loadable
+from .card import write_card
 from ...utils import atomic_folder, atomic_write_text, read_json
 from ...utils import check_output as check_path
 
@@ -127,8 +128,6 @@ def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | N
         manifest["updated"] = {name: _pair(u) for name, u in report.updated.items()}
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     if "modeling" in manifest:
-        from .export import write_card
-
         write_card(tmp, shown=final)
 
 
