@@ -52,7 +52,10 @@ def model_card(folder: Path, merged_into: Path | None = None, measured: list[str
             "drops below half are stored as two low-rank factors (A·B).", "",
             "| plan | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
     path = merged_into or shown or folder
-    if merged_into is None:
+    if merged_into is None and not (folder / "modeling_welore.py").is_file():  # an architecture transformers lacks
+        body += ["## Load", "", f"With WeLore Studio: `welore_core.load_model(welore_core.resolve_model(\"{path}\"))` "
+                 "(its architecture is not one transformers has, so no loader for plain transformers is bundled).", ""]
+    elif merged_into is None:
         body += ["## Load", "", "Plain transformers (the folder bundles `modeling_welore.py`, which builds the "
                  "low-rank layers at their final shapes):", "", "```python",
                  "from transformers import AutoModelForCausalLM, AutoTokenizer",

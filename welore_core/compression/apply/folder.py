@@ -123,11 +123,14 @@ def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | N
                 "factored": report.factored, "truncated": report.truncated,
                 "params_before": report.params_before, "params_after": report.params_after}
     if (tmp / "config.json").is_file():  # a standard Hugging Face folder: plain transformers loads it (remote code)
-        manifest["modeling"] = write_loadable(tmp, report.factored)
+        try:
+            manifest["modeling"] = write_loadable(tmp, report.factored)
+        except WeLoreError:  # an architecture transformers does not know (remote code of its own): native load only
+            pass
     if report.updated:  # the closed-form update: each layer's relative output error on calibration, before and after
         manifest["updated"] = {name: _pair(u) for name, u in report.updated.items()}
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    if "modeling" in manifest:
+    if (tmp / "config.json").is_file():
         write_card(tmp, shown=final)
 
 
