@@ -54,10 +54,8 @@ def check_prompt(prompt: str, ids: list[int], model: nn.Module, max_new_tokens: 
 class _Stream:
     """transformers' streamer protocol (put / end): each new token's text to `on_text` as it is decoded."""
 
-    def __init__(self, tokenizer: Any, prompt_len: int, on_text: Callable[[str], None],
-                 progress: Progress | None, total: int) -> None:
-        self.tokenizer, self.prompt_len, self.on_text, self.progress, self.total = (tokenizer, prompt_len, on_text,
-                                                                                  progress, total)
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None], progress: Progress | None, total: int) -> None:
+        self.tokenizer, self.on_text, self.progress, self.total = tokenizer, on_text, progress, total
         self.ids: list[int] = []
         self.shown = ""
         self.first = True
@@ -92,7 +90,7 @@ def generate(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: int 
     limit = positions(model)
     budget = max_new_tokens if limit is None else min(max_new_tokens, limit - ids.shape[1])
     device = next(model.parameters()).device
-    stream = _Stream(tokenizer, ids.shape[1], on_text or (lambda _: None), progress, budget)
+    stream = _Stream(tokenizer, on_text or (lambda _: None), progress, budget)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     start = time.perf_counter()
     model.eval()
