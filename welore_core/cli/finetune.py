@@ -8,6 +8,7 @@ last checkpoint (`OUT.checkpoints/`), or prints the finished result.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ HELP = {
     "temperature": "distillation temperature (both softmaxes; the KL is scaled by T^2)",
     "alpha": "share of the LM loss beside distillation: (1 - alpha) KL + alpha LM",
     "teacher": "distillation teacher (default: the dense model the compressed input was made from, per its manifest)",
+    "fsdp": "shard parameters, gradients and optimizer state over the processes (FSDP2; under torchrun or "
+            "accelerate launch)",
 }
 CHOICES = {"mode": MODES, "task": sorted(TASKS), "scheduler": SCHEDULERS, "mixed_precision": PRECISIONS,
            "weights_dtype": WEIGHT_DTYPES, "optimizer": OPTIMIZERS}
@@ -69,7 +72,7 @@ def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
         warn_foreign_rankmap(read_rankmap(Path(config.rankmap)), resolve_model(args.model))
     result = run_finetune(args.model, config, output, tqdm_progress(f"finetune {config.mode}"),
                           checkpoint_dir=args.checkpoint_dir, keep_checkpoints=args.keep_checkpoints)
-    if human(args):
+    if human(args) and os.environ.get("RANK", "0") == "0":  # under a launcher: the main process speaks
         r = result
         note = " (finished earlier: from the output folder)" if r.cached else ""
         resumed = f", resumed at step {r.resumed_from}" if r.resumed_from else ""
@@ -83,7 +86,8 @@ def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
               + (f"; accuracy {_fmt(r.accuracy_before)} -> {_fmt(r.accuracy_after)}"
                  if r.accuracy_after is not None else "") + "\n"
               f"memory       peak {_fmt(r.peak_memory_mib, '.0f')} MiB ({r.peak_memory_kind}); "
-              f"params+grads+optimizer {r.state_bytes['total'] / 2**20:.1f} MiB\n"
+              f"params+grads+optimizer {r.state_bytes['total'] / 2**20:.1f} MiB"
+              f"{' per process (sharded)' if config.fsdp else ''}\n"
               f"throughput   {_fmt(r.tokens_per_s, '.0f')} tokens/s on {r.device}"
               + (" (student and teacher)" if config.distill else ""))
     return result.to_dict()

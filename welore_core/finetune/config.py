@@ -60,6 +60,7 @@ class FinetuneConfig:
     temperature: float = 1.0  # distill: softmax temperature of both distributions (the KL is scaled by T²)
     alpha: float = 0.0  # distill: share of the LM loss, (1 - alpha)·KL + alpha·LM
     teacher: str = ""  # distill: the teacher (default: the dense model the compressed input was made from)
+    fsdp: bool = False  # shard parameters, gradients and optimizer state over the launched processes (`sharded`)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -120,6 +121,12 @@ class FinetuneConfig:
             raise WeLoreError(f"alpha is the LM loss's share beside distillation, in [0, 1), got {self.alpha!r}")
         if not self.distill and (self.teacher or self.temperature != 1.0 or self.alpha != 0.0):
             raise WeLoreError("teacher, temperature and alpha set how a run distils: they need distill (--distill)")
+        if self.fsdp and self.mode == "galore":
+            raise WeLoreError("galore cannot run sharded (--fsdp): its projections take the SVD of each whole gradient "
+                              "matrix, and FSDP gives every process a shard of it; run galore without --fsdp")
+        if self.fsdp and self.precision() == "fp16":
+            raise WeLoreError("--fsdp trains in float32 or bf16: fp16 would need a sharded gradient scaler; use "
+                              "bfloat16 weights or mixed_precision bf16")
         device, weights = self.placement()
         if self.precision() == "fp16" and device.type == "cpu":
             raise WeLoreError("mixed_precision fp16 needs a GPU: accelerate runs no float16 autocast on the CPU, so "

@@ -9,6 +9,11 @@ dtypes of the input. Checkpoints live in `<checkpoints>/step-NNNNNN/`:
     training.pt        optimizer, scheduler and RNG state (tensors and plain values only)
     state.json         run key, step, loss curve, metrics before training, tokens and seconds so far
 
+A sharded run (`--fsdp`, `sharded`) writes instead of model/ and the optimizer's part of training.pt:
+
+    sharded/           torch.distributed.checkpoint: every process's shards of the model and optimizer
+    rng-<rank>.pt      each process's RNG state
+
 A step folder is built under a temporary name and renamed into place, then `latest` is rewritten
 atomically: a crash leaves either the previous checkpoint or the new one, never half of one.
 """
@@ -148,6 +153,21 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, layout: Layout, opt
     return root / name
 
 
+def finish_checkpoint(root: Path, building: Path, step: int, scheduler: Any, state: dict[str, Any]) -> Path:
+    """Complete a sharded checkpoint whose shards every process wrote into `building` (the main process): add the
+    schedule and the run state, move it into place as step `step`, point `latest` at it, drop older ones."""
+    torch.save({"scheduler": scheduler.state_dict()}, building / "training.pt")
+    atomic_write_text(building / "state.json", json.dumps(state) + "\n")
+    name = f"step-{step:06d}"
+    shutil.rmtree(root / name, ignore_errors=True)
+    building.rename(root / name)
+    atomic_write_text(root / LATEST, name + "\n")
+    for old in root.glob("step-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return root / name
+
+
 def latest_checkpoint(root: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest complete checkpoint under `root` and its state.json, or None."""
     try:
@@ -171,6 +191,16 @@ def load_training(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any
     torch.set_rng_state(saved["rng"]["cpu"])
     if "cuda" in saved["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+
+
+def load_schedule(folder: Path, scheduler: Any) -> None:
+    """Restore the learning-rate schedule of a sharded checkpoint (its shards hold the rest)."""
+    try:
+        saved = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeLoreError(f"{folder / 'training.pt'}: unreadable training state "
+                          f"({type(err).__name__}: {err})") from None
+    scheduler.load_state_dict(saved["scheduler"])
 
 
 def load_adapter(folder: Path) -> dict[str, torch.Tensor]:

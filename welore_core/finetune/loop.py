@@ -4,8 +4,10 @@ Under `accelerate launch` the same code runs once per process (DDP): each proces
 the global batch, gradients and the reported loss are averaged across processes (so, for text windows of
 equal length, N processes follow one process with N times the batch; for downstream tasks whose answers
 differ in length the per-process means weigh tokens slightly differently), and only the main process
-writes checkpoints. Memory is measured over the loop only: CUDA max allocated on GPU; on CPU the process's peak
-RSS (VmHWM), reset before the first step through /proc/self/clear_refs where the kernel allows it.
+writes checkpoints. With `config.fsdp` the model is sharded instead of replicated (`sharded`): the same loop,
+the same batches and averaging, each process holding its shards. Memory is measured over the loop only: CUDA
+max allocated on GPU; on CPU the process's peak RSS (VmHWM), reset before the first step through
+/proc/self/clear_refs where the kernel allows it.
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ from ..errors import WeLoreError
 from ..utils import Progress
 from .config import FinetuneConfig
 from .distill import distill_loss
-from .folders import Layout, latest_checkpoint, load_adapter, load_training, save_checkpoint
+from .folders import (Layout, finish_checkpoint, latest_checkpoint, load_adapter, load_schedule, load_training,
+                      save_checkpoint)
 from .modes import Prepared, build_optimizer, build_scheduler, prepare_model, state_bytes
+from .sharded import clip_grad_norm, fresh, gathered, load_shards, save_shards, shard_model, skeleton
 
 
 class Batches(Protocol):
@@ -71,9 +75,22 @@ class Session:
         self.accelerator, self.config, self.layout, self.root, self.state = accelerator, config, layout, root, state
         self.teacher = teacher  # distillation: the frozen teacher, run beside the student in every step
         self.prepared: Prepared = prepare_model(model, config)
-        self.prepared.model.to(accelerator.device)  # before the optimizer: its state follows the parameters
+        self.sharded, self.frame = config.fsdp, None
+        if self.sharded:  # fully_shard moves each process's shards to its device; the whole model never goes there
+            self.frame = skeleton(self.prepared.model) if accelerator.is_main_process else None
+            shard_model(self.prepared.model, config, accelerator.device)
+            trainable = {n: p for n, p in self.prepared.model.named_parameters() if p.requires_grad}
+            self.prepared.trainable, self.prepared.param_groups = trainable, [{"params": list(trainable.values())}]
+        else:
+            self.prepared.model.to(accelerator.device)  # before the optimizer: its state follows the parameters
         optimizer = build_optimizer(self.prepared, config)
         self.scheduler = build_scheduler(optimizer, config)
+        if self.sharded:
+            self.model, self.optimizer = self.prepared.model, optimizer  # not prepare(): that would wrap it in DDP
+            if resume is not None:
+                load_shards(resume, self.model, self.optimizer, accelerator.process_index)
+                load_schedule(resume, self.scheduler)
+            return
         if resume is not None:
             if config.mode == "lora":
                 adapter = load_adapter(resume)
@@ -85,6 +102,8 @@ class Session:
         self.model, self.optimizer = accelerator.prepare(self.prepared.model, optimizer)
 
     def checkpoint(self, step: int) -> None:
+        if self.sharded:
+            return self._checkpoint_shards(step)
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
             adapter = None
@@ -95,6 +114,27 @@ class Session:
                             {**self.state, "step": step}, adapter)
         self.accelerator.wait_for_everyone()
 
+    def _checkpoint_shards(self, step: int) -> None:
+        """Every process writes its shards into a temporary step folder; the main process then completes it and
+        moves it into place (`folders.finish_checkpoint`)."""
+        acc = self.accelerator
+        building = self.root / f".step-{step:06d}"
+        if acc.is_main_process:
+            fresh(building)
+        acc.wait_for_everyone()
+        save_shards(building, self.model, self.optimizer, acc.process_index)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            finish_checkpoint(self.root, building, step, self.scheduler, {**self.state, "step": step})
+        acc.wait_for_everyone()
+
+    def _no_sync(self, last: bool) -> Any:
+        """Gradients are synchronised once per optimizer step: on its last micro-batch."""
+        if not self.sharded:
+            return contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+        self.model.set_requires_gradient_sync(last)  # type: ignore[operator]
+        return contextlib.nullcontext()
+
     def _step(self, data: Batches, step: int) -> tuple[float, int]:
         """One optimizer step over grad_accum micro-batches: (loss averaged over processes, tokens seen)."""
         acc, config = self.accelerator, self.config
@@ -103,7 +143,7 @@ class Session:
             batch = {k: v.to(acc.device) for k, v in
                      data.batch(config, step * config.grad_accum + micro, acc.process_index, acc.num_processes).items()}
             last = micro == config.grad_accum - 1
-            with contextlib.nullcontext() if last else acc.no_sync(self.model):  # sync gradients once per step
+            with self._no_sync(last):
                 if self.teacher is not None:
                     loss = distill_loss(self.model, self.teacher, batch, config.temperature, config.alpha)
                 else:
@@ -116,7 +156,8 @@ class Session:
         mean_loss = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))  # the same on every process
         # the total gradient norm (clipped to max_grad_norm when set): inf or NaN gradients under a finite loss
         # (a half-precision overflow) must not reach the weights either
-        norm = float(acc.clip_grad_norm_(list(self.prepared.trainable.values()), config.max_grad_norm or math.inf))
+        trainable, limit = list(self.prepared.trainable.values()), config.max_grad_norm or math.inf
+        norm = clip_grad_norm(trainable, limit) if self.sharded else float(acc.clip_grad_norm_(trainable, limit))
         overflow_handled = getattr(acc, "scaler", None) is not None  # fp16: the grad scaler skips such a step itself
         if not (math.isfinite(mean_loss) and (math.isfinite(norm) or overflow_handled)):  # stop before the update
             self.optimizer.zero_grad(set_to_none=True)
@@ -189,8 +230,15 @@ class Session:
         else:
             reset_peak_rss()
 
-    def final_model(self) -> nn.Module:
-        """The trained model, unwrapped (LoRA merged into its weights), in eval mode."""
+    def final_model(self) -> nn.Module | None:
+        """The trained model, unwrapped (LoRA merged into its weights), in eval mode. Sharded: gathered whole on the
+        main process's CPU (every process must call this), None on the others."""
+        if self.sharded:
+            assert self.frame is not None or not self.accelerator.is_main_process
+            whole = gathered(self.model, self.frame, self.accelerator.is_main_process)  # type: ignore[arg-type]
+            if whole is None:
+                return None
+            return (whole.merge_and_unload() if self.config.mode == "lora" else whole).eval()  # type: ignore[operator]
         model = self.accelerator.unwrap_model(self.model)
         if self.config.mode == "lora":
             model = model.merge_and_unload()

@@ -29,6 +29,7 @@ from ..errors import WeLoreError, WeLoreWarning
 from ..models import LowRankLinear, discover_layers, find_blocks, unique_parameters
 from ..utils import lr_factor
 from .config import FinetuneConfig
+from .sharded import local
 
 
 @dataclass
@@ -174,6 +175,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig) ->
 
 
 def _nbytes(t: torch.Tensor) -> int:
+    t = local(t)  # sharded (--fsdp): what this process holds
     return t.numel() * t.element_size()
 
 
@@ -193,7 +195,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 def state_bytes(prepared: Prepared, optimizer: torch.optim.Optimizer) -> dict[str, int]:
     """Exact bytes of the training state: all parameters, one gradient per trainable parameter, and the
-    optimizer's state tensors as they are now (call it after at least one step)."""
+    optimizer's state tensors as they are now (call it after at least one step). Sharded: this process's shards."""
     params = sum(_nbytes(p) for p in unique_parameters(prepared.model))
     grads = sum(_nbytes(p) for p in prepared.trainable.values())
     opt = sum(_nbytes(t) for t in optimizer_tensors(optimizer))

@@ -32,6 +32,7 @@ from .distill import check_teacher, teacher_source
 from .folders import (LORA_BASE, RECORD, Layout, cast_like_input, check_output, latest_checkpoint, remove_checkpoints,
                       save_model, save_output)
 from .loop import LoopStats, Session
+from .sharded import check_sharding
 from .result import FinetuneResult
 
 VERSION = 1  # of this training loop: part of every run key
@@ -69,6 +70,8 @@ def run_identity(source: ModelSource, config: FinetuneConfig, data: TrainData,
     weights). `placement` names the device type and process count: N processes train on N times the batches."""
     settings = asdict(config)
     settings.pop("save_every")
+    if not settings["fsdp"]:
+        settings.pop("fsdp")  # runs recorded before sharding existed keep their keys
     if teacher is not None:
         settings["teacher"] = source_fingerprint(teacher)
     if config.rankmap is not None:
@@ -122,6 +125,7 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     check_path(root, folder=True, protected=source.protected(), what="checkpoint folder")
     check_source_seqlen(source, config.seqlen)
     config.check_budgets()
+    check_sharding(config)
     tokenizer = load_tokenizer(source)
     data = load_data(tokenizer, config)
     compresses = config.err is not None or config.params is not None or config.rankmap is not None
@@ -146,17 +150,20 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
     resume_from = None
     if resume is not None:
         state = resume[1]
-        resume_from = root / LORA_BASE if config.mode == "lora" else resume[0] / "model"
+        if not config.fsdp:  # a sharded run starts from the input again; its shards replace every weight
+            resume_from = root / LORA_BASE if config.mode == "lora" else resume[0] / "model"
+    # sharded: the whole model stays on the CPU; fully_shard moves each process's shards to its device
+    place = torch.device("cpu") if config.fsdp else accelerator.device
     with _discarded_unless_checkpointed(root):
-        model, layout = _start_model(source, config, tokenizer, accelerator.device, resume_from)
+        model, layout = _start_model(source, config, tokenizer, place, resume_from)
         check_seqlen(model, config.seqlen)
-        model.to(accelerator.device)
+        model.to(place)
         if resume is None:
             torch.manual_seed(config.seed)
             if accelerator.is_main_process:
                 before = at_step(say, 0, config.steps, "before: evaluating")
                 state["before"] = measure(model, tokenizer, data, config, before)
-                if config.mode == "lora":  # the frozen base a resumed lora run starts from
+                if config.mode == "lora" and not config.fsdp:  # the frozen base a resumed lora run starts from
                     save_model(model, root / LORA_BASE, layout, replace=True)
             accelerator.wait_for_everyone()
         teacher = None
@@ -171,6 +178,7 @@ def run_finetune(spec: str | Path | None, config: FinetuneConfig, output: str | 
         final = session.final_model()
         result = None
         if accelerator.is_main_process:
+            assert final is not None  # sharded: gathered on the main process
             cast_like_input(final, layout)  # evaluate exactly what the output folder will hold
             evaluating = at_step(say, config.steps, config.steps, "after: evaluating")
             after = measure(final, tokenizer, data, config, evaluating)
