@@ -11,7 +11,8 @@ tokenizer. Then, each measured in a fresh process where memory is the question:
   eval       core perplexity (batched, chunked head) vs a batch-1 fp16 `model(x, labels=x)` loop: tokens/s, model
              FLOP utilisation (2 · params · tokens/s over the GPU's dense bf16 peak), and PPL against float32
   finetune   lrc, nlrc, full, lora and galore on the compressed model, one process each: peak memory and tokens/s
-             after a warm-up step, held-out PPL before and after
+             after a warm-up step, held-out PPL before and after; lrc and full sharded (--fsdp) under torchrun
+             with one process (FSDP2's own overhead; the split over N GPUs needs N of them)
 
     .venv/bin/python bench/bench_gpu.py                 # 7B width (hidden 4096, MLP 11008), 8 blocks on a GPU
     .venv/bin/python bench/bench_gpu.py --size small    # what a CPU runs
@@ -39,7 +40,9 @@ SIZES = {  # hidden, MLP, blocks, heads, vocab, seqlen, batch
 DECAY = {"q_proj": 1.2, "k_proj": 1.2, "v_proj": 0.3, "o_proj": 0.4, "gate_proj": 0.5, "up_proj": 0.4, "down_proj": 0.6}
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}  # dense, no sparsity
 TABLE = "| what | measured | vs baseline | notes |\n|---|---:|---:|---|"  # head of the compress, eval, spectra rows
-FT_MODES = ("lrc", "lrc+ckpt", "nlrc", "full", "lora", "galore")  # lrc+ckpt: lrc with gradient checkpointing
+# lrc+ckpt: lrc with gradient checkpointing; +fsdp: sharded (--fsdp) under torchrun with ONE process, which shows
+# FSDP2's own cost (float32 sharded masters, bf16 all-gathers) on one GPU, not the memory split over N GPUs
+FT_MODES = ("lrc", "lrc+ckpt", "nlrc", "full", "lora", "galore", "lrc+fsdp", "full+fsdp")
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -113,8 +116,8 @@ def child(task: str, args: list[str]) -> dict[str, Any]:
         out = {"code": code, "seconds": time.perf_counter() - start, "base_rss_mib": base}
     else:
         label, folder, data, out_dir, steps, seqlen, batch = args[1:8]
-        mode, ckpt = label.split("+")[0], label.endswith("+ckpt")
-        config = wc.FinetuneConfig(mode=mode, gradient_checkpointing=ckpt, data=data, steps=int(steps),
+        mode, ckpt, fsdp = label.split("+")[0], label.endswith("+ckpt"), label.endswith("+fsdp")
+        config = wc.FinetuneConfig(mode=mode, gradient_checkpointing=ckpt, fsdp=fsdp, data=data, steps=int(steps),
                                    seqlen=int(seqlen), batch_size=int(batch), lr=1e-4, eval_tokens=4 * int(seqlen),
                                    forget_tokens=0, save_every=0,
                                    device=args[0], galore_rank=128, galore_gap=50)
@@ -129,7 +132,9 @@ def child(task: str, args: list[str]) -> dict[str, Any]:
 
 
 def run_child(*args: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"] if args[2].endswith("+fsdp") \
+        else []  # a sharded run needs a launcher; one process here (see FT_MODES)
+    proc = subprocess.run([sys.executable, *launcher, __file__, "--child", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
