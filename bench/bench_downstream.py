@@ -28,6 +28,7 @@ import welore_core as wc
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("coin_flip", "boolq", "commonsenseqa", "strategyqa", "svamp")
+MODE_ORDER = ("lrc", "nlrc", "full", "lora")
 
 
 def main(err: float, tasks: list[str], modes: list[str], steps: int, lr: float, seqlen: int, batch: int,
@@ -70,6 +71,19 @@ def write(out: Path, rows: list[dict[str, Any]], err: float, steps: int, lr: flo
         lines.append(f"| {r['task']} | {r['model']} | {r['mode']} | {r['accuracy_before']:.3f} | "
                      f"{r['accuracy_after']:.3f} | {r['trainable_params'] / 1e6:.2f}M | {r['peak_memory_mib']:.0f} MiB | "
                      f"{r['tokens_per_s']:.0f} |")
+    lines += ["", "Accuracy after fine-tuning, per task (the paper's claim: lrc matches or beats full on the compressed "
+              "model):", "", "| task | " + " | ".join(MODE_ORDER) + " | dense full | lrc - full | claim |",
+              "|---|" + "---:|" * (len(MODE_ORDER) + 3)]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        after = {("dense" if r["model"] == "dense" else r["mode"]): r["accuracy_after"] for r in rows if r["task"] == task}
+        cells = [f"{after[m]:.3f}" if m in after else "–" for m in MODE_ORDER]
+        dense = f"{after['dense']:.3f}" if "dense" in after else "–"
+        if "lrc" in after and "full" in after:
+            gap = after["lrc"] - after["full"]
+            verdict = "holds" if gap >= 0 else "holds within one example" if gap >= -1.0 / eval_examples else "does not hold"
+            lines.append(f"| {task} | {' | '.join(cells)} | {dense} | {gap:+.3f} | {verdict} |")
+        else:
+            lines.append(f"| {task} | {' | '.join(cells)} | {dense} | – | – |")
     notes = [f"Embedded SmolLM2-135M-Instruct compressed at ERR {err:g} % (WeLore, LRCs factored); dense: the "
              f"uncompressed model in full mode. Each run: {steps} steps x {batch} examples (longest {seqlen} tokens), "
              f"lr {lr:g}, cosine, seed 0; accuracy by exact match on the first {eval_examples} evaluation examples.",
