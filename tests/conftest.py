@@ -25,13 +25,13 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def tiny_llama(layers: int = 3, seed: int = 0, bias: bool = False) -> torch.nn.Module:
+def tiny_llama(layers: int = 3, seed: int = 0, bias: bool = False, tie: bool = False) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         attention_bias=bias, tie_word_embeddings=False)
+                         attention_bias=bias, tie_word_embeddings=tie)
     return LlamaForCausalLM(config).eval()
 
 

@@ -22,7 +22,7 @@ MODES = ("lrc", "nlrc", "full", "lora")
 
 
 def _folder(tmp_path: Path) -> Path:
-    model = tiny_llama()
+    model = tiny_llama(tie=True)  # the embedded model ties its head to the embedding: the gathered output keeps that
     report = wc.compress_to(model, wc.make_plan(wc.compute_spectra(model), wc.PlanConfig(err=50)))
     folder = wc.save_compressed(model, tmp_path / "compressed", report)
     char_tokenizer().save_pretrained(folder)
@@ -72,6 +72,8 @@ def test_two_sharded_processes_match_one_process_with_twice_the_batch_and_resume
         assert all(abs(h["optimizer_local"] - moments / 2) <= 0.15 * moments for h in held), (mode, held)
     record = json.loads((out / "lrc" / "welore-finetune.json").read_text())
     assert record["config"]["fsdp"] is True
+    full = wc.load_model(wc.resolve_model(out / "full"))
+    assert full.get_output_embeddings().weight is full.get_input_embeddings().weight
 
     killed = _torchrun(str(folder), str(corpus_file), str(cut), str(tmp_path / "cache"), "lrc", "3", check=False)
     assert killed.returncode != 0 and not (cut / "lrc").exists()
