@@ -8,7 +8,7 @@ is then learnt in every mode with the same steps, schedule, batch and seed; the 
 fine-tune runs beside them. Reported per run: exact-match accuracy on the task's evaluation split before and
 after (the first `--eval-examples` examples), trainable parameters, peak memory of the training loop (CPU: peak
 RSS; CUDA: max allocated) and tokens/s (training steps only). Runs are recorded in the run registry and written
-to `--out` as they finish.
+to `--out` as they finish; a rerun with the same settings measures only the runs not yet in `--out`'s JSON.
 
 The default budget (`--steps 40`, `--eval-examples 60`) keeps the whole bench near an hour on 2 CPU cores;
 `--steps` goes further.
@@ -33,7 +33,10 @@ MODE_ORDER = ("lrc", "nlrc", "full", "lora")
 
 def main(err: float, tasks: list[str], modes: list[str], steps: int, lr: float, seqlen: int, batch: int,
          eval_examples: int, out: Path) -> None:
-    rows: list[dict[str, Any]] = []
+    settings = {"err": err, "steps": steps, "lr": lr, "seqlen": seqlen, "batch": batch, "eval_examples": eval_examples}
+    rows = finished(out, settings)  # a rerun with the same settings keeps the rows already measured
+    if rows:
+        print(f"{len(rows)} runs finished earlier with these settings: kept from {out.with_suffix('.json')}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "compressed"
         source = wc.resolve_model(None)
@@ -46,6 +49,8 @@ def main(err: float, tasks: list[str], modes: list[str], steps: int, lr: float, 
         runs = [(mode, folder, f"ERR {err:g} %") for mode in modes] + [("full", None, "dense")]
         for task in tasks:
             for mode, spec, model_label in runs:
+                if any(r["task"] == task and r["mode"] == mode and r["model"] == model_label for r in rows):
+                    continue
                 began = time.perf_counter()
                 config = wc.FinetuneConfig(mode=mode, task=task, steps=steps, seqlen=seqlen, batch_size=batch, lr=lr,
                                            eval_examples=eval_examples, forget_tokens=0, save_every=0, device="cpu")
@@ -53,7 +58,8 @@ def main(err: float, tasks: list[str], modes: list[str], steps: int, lr: float, 
                 row = {"task": task, "model": model_label, "mode": mode, "accuracy_before": result.accuracy_before,
                        "accuracy_after": result.accuracy_after, "trainable_params": result.trainable_params,
                        "total_params": result.total_params, "peak_memory_mib": result.peak_memory_mib,
-                       "tokens_per_s": result.tokens_per_s, "seconds": round(time.perf_counter() - began, 1)}
+                       "tokens_per_s": result.tokens_per_s, "seconds": round(time.perf_counter() - began, 1),
+                       "settings": settings}
                 rows.append(row)
                 print(f"  {task:14s} {model_label:10s} {mode:5s} accuracy {row['accuracy_before']:.3f} -> "
                       f"{row['accuracy_after']:.3f}, {row['trainable_params'] / 1e6:6.2f}M trainable, peak "
@@ -61,6 +67,15 @@ def main(err: float, tasks: list[str], modes: list[str], steps: int, lr: float, 
                       flush=True)
                 write(out, rows, err, steps, lr, seqlen, batch, eval_examples)
     print("\n" + out.with_suffix(".md").read_text())
+
+
+def finished(out: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an earlier run of this bench measured with `settings` (none when there is no such file)."""
+    try:
+        rows = json.loads(out.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict) and r.get("settings") == settings]
 
 
 def write(out: Path, rows: list[dict[str, Any]], err: float, steps: int, lr: float, seqlen: int, batch: int,
