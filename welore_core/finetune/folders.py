@@ -146,6 +146,11 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, layout: Layout, opt
         torch.save({"optimizer": plain, "projectors": projectors, "scheduler": scheduler.state_dict(), "rng": rng},
                    tmp / "training.pt")
         atomic_write_text(tmp / "state.json", json.dumps(state) + "\n")
+    return _make_latest(root, name)
+
+
+def _make_latest(root: Path, name: str) -> Path:
+    """Point `latest` at the complete step folder `name`, then drop the older ones."""
     atomic_write_text(root / LATEST, name + "\n")
     for old in root.glob("step-*"):
         if old.name != name:
@@ -161,11 +166,7 @@ def finish_checkpoint(root: Path, building: Path, step: int, scheduler: Any, sta
     name = f"step-{step:06d}"
     shutil.rmtree(root / name, ignore_errors=True)
     building.rename(root / name)
-    atomic_write_text(root / LATEST, name + "\n")
-    for old in root.glob("step-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-    return root / name
+    return _make_latest(root, name)
 
 
 def latest_checkpoint(root: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -178,13 +179,18 @@ def latest_checkpoint(root: Path) -> tuple[Path, dict[str, Any]] | None:
         return None
 
 
-def load_training(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
-    """Restore optimizer, scheduler and RNG state from a checkpoint folder."""
+def _training_state(folder: Path) -> dict[str, Any]:
+    """A checkpoint's training.pt, or a one-line error naming it."""
     try:
-        saved = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
+        return torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which, in one line
         raise WeLoreError(f"{folder / 'training.pt'}: unreadable training state "
                           f"({type(err).__name__}: {err})") from None
+
+
+def load_training(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """Restore optimizer, scheduler and RNG state from a checkpoint folder."""
+    saved = _training_state(folder)
     optimizer.load_state_dict(saved["optimizer"])
     _restore_projectors(optimizer, saved.get("projectors", {}))
     scheduler.load_state_dict(saved["scheduler"])
@@ -195,12 +201,7 @@ def load_training(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any
 
 def load_schedule(folder: Path, scheduler: Any) -> None:
     """Restore the learning-rate schedule of a sharded checkpoint (its shards hold the rest)."""
-    try:
-        saved = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise WeLoreError(f"{folder / 'training.pt'}: unreadable training state "
-                          f"({type(err).__name__}: {err})") from None
-    scheduler.load_state_dict(saved["scheduler"])
+    scheduler.load_state_dict(_training_state(folder)["scheduler"])
 
 
 def load_adapter(folder: Path) -> dict[str, torch.Tensor]:

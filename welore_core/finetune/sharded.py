@@ -22,6 +22,7 @@ A distillation teacher is not sharded: every process holds a whole copy of it.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 from pathlib import Path
@@ -95,8 +96,6 @@ def shard_model(model: nn.Module, config: FinetuneConfig, device: torch.device) 
 
 def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> float:
     """The total gradient norm over every shard of every process (clipped to `max_norm` when finite)."""
-    import math
-
     from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
     grads = [p.grad for p in parameters if p.grad is not None]
