@@ -31,7 +31,7 @@ from .dynamics import (DynamicsConfig, DynamicsRun, EmergenceConfig, RunFolder, 
 from .errors import RankMapError, WeLoreError
 from .evaluation import (ORIGINS, EvalConfig, EvalResult, JobCancelled, JobState, JobStore, Registry,
                          ZeroShotConfig, chart_runs, compress_and_evaluate, evaluate_tasks, local_task_names,
-                         measured_cost, measured_costs, side_by_side,
+                         measured_cost, measured_costs, SampleConfig, Samples, sample_from, side_by_side,
                          evaluate_model, load_for_eval, perplexity, perplexity_sweep, sensitivity_of, sensitivity_scan,
                          start_job, wait)
 from .finetune import MODES as FINETUNE_MODES
@@ -59,7 +59,7 @@ __all__ = [
     # evaluation, registry, jobs
     "ORIGINS", "EvalConfig", "EvalResult", "JobCancelled", "JobState", "JobStore", "Registry", "ZeroShotConfig",
     "chart_runs", "compress_and_evaluate", "evaluate_tasks", "local_task_names", "measured_cost", "measured_costs",
-    "side_by_side",
+    "SampleConfig", "Samples", "sample_from", "side_by_side",
     "evaluate_model", "load_for_eval", "perplexity", "perplexity_sweep", "sensitivity_of", "sensitivity_scan",
     "start_job", "wait",
     # fine-tuning

@@ -3,7 +3,7 @@
 Every command takes an optional MODEL (default: the embedded SmolLM2-135M-Instruct) and `--json`, which
 prints one JSON object as the last line of stdout. Errors are one line on stderr and exit status 2.
 One module per command group: `analyse` (spectra, plan, validate, prepare), `compress`, `evaluate`
-(eval, sweep, sensitivity), `finetune`, `dynamics`; `common` holds what they share.
+(eval, sweep, sensitivity), `finetune`, `sample`, `ship` (export, card, generate), `dynamics`; `common` holds what they share.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import WeLoreError, WeLoreWarning
 from ..utils import disk_full, os_error_message
-from . import analyse, compress, dynamics, evaluate, finetune, ship
+from . import analyse, compress, dynamics, evaluate, finetune, sample, ship
 from .common import tqdm_progress
 
 __all__ = ["build_parser", "main", "tqdm_progress"]
@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="welore", description="WeLore: where an LLM is low-rank, and how to compress it")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (analyse, compress, evaluate, finetune, ship, dynamics):
+    for group in (analyse, compress, evaluate, finetune, sample, ship, dynamics):
         group.register(sub)
     return parser
 

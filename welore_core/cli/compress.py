@@ -58,6 +58,9 @@ def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
             grams = collect_grams(model, batches, list(target_ranks(target)), tqdm_progress("calibration"))
         report = compress_to(model, target, config, grams if config.act_svd else None,
                              tqdm_progress("compress" + (" and update" if config.update else "")), batches=batches)
+        if calib is not None:
+            report.calibration = {"data": calib.path, "samples": calib.samples, "seqlen": calib.seqlen,
+                                  "seed": calib.seed}
         save_compressed(model, Path(args.output), report, source.path, source.label, stored=stored,
                         protected=source.protected())
     result = _summary(args, source.label, Path(args.output), report, stored[1])

@@ -31,6 +31,10 @@ def _plan_rows(folder: Path) -> tuple[dict[str, Any], dict[str, Any], list[tuple
                      f"{len(manifest.get('truncated', {}))} truncated"),
             ("factors", ("ActSVD (activation-whitened)" if manifest.get("act_svd") else "weight SVD")
              + (", closed-form update" if manifest.get("updated") else ""))]
+    calib = manifest.get("calibration") or {}
+    if calib.get("data"):
+        rows.append(("calibration", f"{calib['data']} ({calib.get('samples', '?')} windows × {calib.get('seqlen', '?')} "
+                                    "tokens)"))
     return manifest, rankmap, rows
 
 

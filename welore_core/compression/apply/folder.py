@@ -37,6 +37,7 @@ class CompressionReport:
     truncated: dict[str, int] = field(default_factory=dict)  # layer -> rank, kept dense at rank r
     seconds: float = 0.0
     updated: dict[str, Any] = field(default_factory=dict)  # layer -> LayerUpdate (output error before, after)
+    calibration: dict[str, Any] = field(default_factory=dict)  # the text the plan, ActSVD or update read (provenance)
     rankmap: dict[str, Any] = field(default_factory=dict, repr=False)  # the plan applied, as a rank map
 
     def bytes(self, dtype_bytes: int) -> tuple[int, int]:
@@ -127,6 +128,8 @@ def write_metadata(tmp: Path, report: CompressionReport, source_folder: Path | N
             manifest["modeling"] = write_loadable(tmp, report.factored)
         except WeLoreError:  # an architecture transformers does not know (remote code of its own): native load only
             pass
+    if report.calibration:  # which text shaped the factors: a folder says what it was calibrated on
+        manifest["calibration"] = report.calibration
     if report.updated:  # the closed-form update: each layer's relative output error on calibration, before and after
         manifest["updated"] = {name: _pair(u) for name, u in report.updated.items()}
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
@@ -155,7 +158,8 @@ def read_report(folder: Path) -> CompressionReport:
     return CompressionReport(manifest.get("mode", "lrc"), bool(manifest.get("act_svd", False)),
                              int(manifest.get("params_before", 0)), int(manifest.get("params_after", 0)),
                              dict(manifest["factored"]), dict(manifest.get("truncated", {})),
-                             updated=dict(manifest.get("updated", {})), rankmap=rankmap)
+                             updated=dict(manifest.get("updated", {})),
+                             calibration=dict(manifest.get("calibration", {})), rankmap=rankmap)
 
 
 def _pair(update: Any) -> list[float]:  # a LayerUpdate, or the [before, after] a manifest already holds
