@@ -3,8 +3,9 @@ distillation from the dense model, on the best compression of the budget table (
 of parameters removed.
 
 Protocol as `bench_budget.py` (its rows are the reference here): WikiText-2 test perplexity over the first
-`--tokens` tokens in windows of `--seqlen`. Two calibrations feed the fisher scores, ActSVD and the update:
-  tiny-shakespeare   16 windows x 256 tokens (the budget table's)
+`--tokens` tokens in windows of `--seqlen`. The calibrations feeding the fisher scores, ActSVD and the update:
+  tiny-shakespeare   16 windows x 256 tokens (the budget table's), and `--calib-samples` windows (no update row:
+                     it separates what the text changes from what more windows change)
   samples            `--calib-samples` windows x 256 tokens of text the dense model wrote itself (`welore sample`:
                      `--sample-docs` documents x 256 tokens, from its beginning-of-text token, temperature 1)
 Distillation (KL to the dense model, `--mode` trains) reads the samples too. Nothing from WikiText-2 goes into
@@ -12,9 +13,11 @@ calibration or training. Rows, at each budget:
 
     fisher + ActSVD                               (each calibration)
     + update                                      (compress --act-svd --update; each calibration)
-    best of the two on samples + distillation     (N steps; at --train-budgets)
+    + distillation (N steps; at --train-budgets)  from the better of the two rows on the samples, or from each
+                                                  (--distill-from both)
 
-Compressions are recorded in the run registry, so a rerun only recompresses what it trains from, and trains.
+Compressions are recorded in the run registry, and distillation rows in the table's JSON with the settings that
+made them, so a rerun with the same settings trains nothing it has already trained.
 
     .venv/bin/python bench/bench_recovery.py [--budgets 5,10,20] [--steps 60] [--mode lrc] [--lr 3e-4]
 """
@@ -48,6 +51,7 @@ class Settings:
     train_budgets: list[float]
     calib_samples: int  # calibration windows of the samples
     sample_docs: int  # documents sampled from the dense model
+    distill_from: str  # "best": the better training-free row on the samples; "both": each of the two
     out: Path
 
 
@@ -65,68 +69,103 @@ def main(s: Settings) -> None:
                               origin="bench")
     print(f"dense: PPL {dense['ppl']:.2f}", flush=True)
     rows: dict[str, dict[str, Any]] = {"dense": {b: dense["ppl"] for b in s.budgets}}
+    trained = _trained(s, samples.path)
 
-    def put(label: str, pct: float, ppl: float, since: float) -> None:
+    def put(label: str, pct: float, ppl: float, since: float, seconds: float | None = None) -> None:
         row = rows.setdefault(label, {"seconds": {}})
         row[pct] = ppl
-        row["seconds"][pct] = round(time.perf_counter() - since, 1)
+        row["seconds"][pct] = round(time.perf_counter() - since, 1) if seconds is None else seconds
         print(f"  {label:58s} {pct:4g} %: PPL {ppl:9.2f} ({row['seconds'][pct]:.0f} s)", flush=True)
-        write(s, dense["ppl"], rows, str(samples.path))
+        write(s, dense["ppl"], rows, samples.path)
 
     shakespeare = str(wc.data_dir() / "tinyshakespeare" / "input.txt")
-    calibrations = [("tiny-shakespeare", wc.Calibration(shakespeare)),
-                    ("samples", wc.Calibration(str(samples.path), samples=s.calib_samples))]
+    calibrations = [(f"tiny-shakespeare, {n} windows", wc.Calibration(shakespeare, samples=n), n == 16)
+                    for n in sorted({16, s.calib_samples})]
+    calibrations.append((f"samples, {s.calib_samples} windows",
+                         wc.Calibration(str(samples.path), samples=s.calib_samples), True))
     base = wc.CompressionConfig(mode="all", act_svd=True)
-    for name, calib in calibrations:
+    for name, calib, with_update in calibrations:
         whitened, grams, digest = calibrated_spectra(loaded.model, loaded.tokenizer, calib, like=spectra)
         fisher = calibrated_fisher(loaded.model, loaded.tokenizer, calib, whitened)
         batches, _ = calibration_batches(loaded.model, loaded.tokenizer, calib)
         for pct in s.budgets:
             plan = wc.make_plan(fisher, wc.PlanConfig(strategy="fisher", params=pct))
             tried = []
-            for label, compression in ((f"fisher + ActSVD, {name} calibration", base),
-                                       (f"fisher + ActSVD + update, {name} calibration", replace(base, update=True))):
+            variants = [(f"fisher + ActSVD ({name})", base)]
+            if with_update:
+                variants.append((f"fisher + ActSVD + update ({name})", replace(base, update=True)))
+            for label, compression in variants:
                 since = time.perf_counter()
                 result, _ = evaluate_point(loaded, ids, data_hash, plan, compression, config, registry, grams,
                                            compression.identity(calib, digest), batches=batches, origin="bench")
                 put(label, pct, result["ppl"], since)
                 tried.append((result["ppl"], compression))
-            if name != "samples" or pct not in s.train_budgets:
+            if not name.startswith("samples") or pct not in s.train_budgets:
                 continue
-            start = min(tried, key=lambda t: t[0])[1]  # distillation starts from the better training-free row
-            since = time.perf_counter()
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp) / "compressed"
-                evaluate_point(loaded, ids, data_hash, plan, start, config, registry, grams,
-                               start.identity(calib, digest), save_to=folder, batches=batches, origin="bench")
-                ft = wc.FinetuneConfig(mode=s.mode, data=str(samples.path), steps=s.steps, seqlen=256, batch_size=4,
-                                       lr=s.lr, eval_tokens=1024, forget_tokens=0, save_every=0, device="cpu",
-                                       distill=True, temperature=s.temperature)
-                wc.run_finetune(folder, ft, Path(tmp) / "tuned")
-                put(f"best of the two on samples + distillation ({s.steps} steps)", pct,
-                    wc.evaluate_model(Path(tmp) / "tuned", config)["ppl"], since)
+            starts = [min(tried, key=lambda t: t[0])] if s.distill_from == "best" else tried
+            for _, start in starts:
+                since = time.perf_counter()
+                label = ("best of the two on samples" if s.distill_from == "best" else
+                         "fisher + ActSVD" + (" + update" if start.update else "") + " (samples)")
+                label = f"{label} + distillation ({s.steps} steps)"
+                if pct in trained.get(label, {}):  # trained before with these settings
+                    ppl, seconds = trained[label][pct]
+                    put(label, pct, ppl, since, seconds)
+                    continue
+                with tempfile.TemporaryDirectory() as tmp:
+                    folder = Path(tmp) / "compressed"
+                    evaluate_point(loaded, ids, data_hash, plan, start, config, registry, grams,
+                                   start.identity(calib, digest), save_to=folder, batches=batches, origin="bench")
+                    ft = wc.FinetuneConfig(mode=s.mode, data=str(samples.path), steps=s.steps, seqlen=256,
+                                           batch_size=4, lr=s.lr, eval_tokens=1024, forget_tokens=0, save_every=0,
+                                           device="cpu", distill=True, temperature=s.temperature)
+                    wc.run_finetune(folder, ft, Path(tmp) / "tuned")
+                    put(label, pct, wc.evaluate_model(Path(tmp) / "tuned", config)["ppl"], since)
     print("\n" + s.out.with_suffix(".md").read_text())
 
 
-def write(s: Settings, dense: float, rows: dict[str, dict[str, Any]], samples: str) -> None:
+def _identity(s: Settings, samples: Path) -> dict[str, Any]:
+    """What a distillation row depends on (not which budgets a run covers)."""
+    return {"tokens": s.tokens, "seqlen": s.seqlen, "steps": s.steps, "lr": s.lr, "mode": s.mode,
+            "temperature": s.temperature, "calib_samples": s.calib_samples, "samples": samples.name}
+
+
+def _trained(s: Settings, samples: Path) -> dict[str, dict[float, tuple[float, float]]]:
+    """Distillation rows of an earlier run with the same settings: label -> budget -> (PPL, seconds)."""
+    path = s.out.with_suffix(".json")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict) or saved.get("settings") != _identity(s, samples):
+        return {}
+    return {r["row"]: {float(b): (float(v), float(r.get("seconds", {}).get(b, 0.0))) for b, v in r.items()
+                       if b not in ("row", "seconds")}
+            for r in saved.get("rows", []) if "distillation" in r["row"]}
+
+
+def write(s: Settings, dense: float, rows: dict[str, dict[str, Any]], samples: Path) -> None:
     budgets = sorted(s.budgets)
     lines = ["| | " + " | ".join(f"{b:g} % removed" for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
     for label, r in rows.items():
         lines.append(f"| {label} | " + " | ".join(f"{r[b]:.2f} ({r[b] / dense:.2f}x)" if r.get(b) is not None
                                                   else "-" for b in budgets) + " |")
     notes = [f"WikiText-2 test PPL, first {s.tokens} tokens in windows of {s.seqlen} (x: times dense, {dense:.2f}). "
-             "Calibration: 16 x 256 tokens of tiny-shakespeare, or "
+             f"Calibration: 16 or {s.calib_samples} windows x 256 tokens of tiny-shakespeare, or "
              f"{s.calib_samples} x 256 tokens of {s.sample_docs} documents the dense model sampled itself "
-             f"(`welore sample --sequences {s.sample_docs}`: {Path(samples).name}). Distillation: the samples, "
+             f"(`welore sample --sequences {s.sample_docs}`: {samples.name}). Distillation: the samples, "
              f"{s.steps} steps x 4 x 256 tokens, lr {s.lr:g}, cosine, {s.mode} mode, KL to the dense model at "
-             f"temperature {s.temperature:g} (alpha 0), from the better of the two training-free rows on the samples.",
+             f"temperature {s.temperature:g} (alpha 0), from "
+             + ("the better of the two training-free rows on the samples." if s.distill_from == "best" else
+                "each training-free row on the samples."),
              "Command: `.venv/bin/python bench/bench_recovery.py --budgets "
              f"{','.join(f'{b:g}' for b in s.budgets)} --tokens {s.tokens} --seqlen {s.seqlen} --steps {s.steps} "
              f"--lr {s.lr:g} --mode {s.mode} --temperature {s.temperature:g} --calib-samples {s.calib_samples} "
-             f"--sample-docs {s.sample_docs} --train-budgets {','.join(f'{b:g}' for b in s.train_budgets) or 'none'}`"]
+             f"--sample-docs {s.sample_docs} --train-budgets {','.join(f'{b:g}' for b in s.train_budgets) or 'none'} "
+             f"--distill-from {s.distill_from}`"]
     s.out.with_suffix(".md").write_text("\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
-    s.out.with_suffix(".json").write_text(json.dumps([{"row": k, **v} for k, v in rows.items()], indent=1,
-                                                     default=str) + "\n")
+    saved = {"settings": _identity(s, samples), "rows": [{"row": k, **v} for k, v in rows.items()]}
+    s.out.with_suffix(".json").write_text(json.dumps(saved, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":
@@ -140,6 +179,8 @@ if __name__ == "__main__":
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--calib-samples", type=int, default=64, help="calibration windows of the model's samples")
     parser.add_argument("--sample-docs", type=int, default=128, help="documents sampled from the dense model")
+    parser.add_argument("--distill-from", default="best", choices=("best", "both"),
+                        help="distil the better training-free row on the samples, or each (twice the training time)")
     parser.add_argument("--train-budgets", default=None, help="budgets with a distillation row (default: every "
                                                               "budget; 'none' for the training-free rows alone)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recovery_table.md",
@@ -149,4 +190,4 @@ if __name__ == "__main__":
     trained = chosen if a.train_budgets is None else [] if a.train_budgets == "none" else \
         [float(b) for b in a.train_budgets.split(",")]
     main(Settings(chosen, a.tokens, a.seqlen, a.steps, a.lr, a.mode, a.temperature, trained, a.calib_samples,
-                  a.sample_docs, a.out))
+                  a.sample_docs, a.distill_from, a.out))

@@ -28,7 +28,9 @@ with st.form("finetune"):
     modes = st.multiselect("Modes", list(wc.FINETUNE_MODES), default=["lrc", "full"], key="ft_modes")
     c1, c2, c3 = st.columns(3)
     kind = c1.radio("Train on", ["text", "downstream task"], horizontal=True, key="ft_kind")
-    data = c2.text_input("Text file", value=default_data, key="ft_data", help="a text file, wikitext2 or hub:NAME")
+    data = c2.text_input("Text file", value=default_data, key="ft_data",
+                         help="a text file, wikitext2 or hub:NAME; `welore sample` writes text the dense model samples "
+                              "itself, good data for distillation")
     task = c3.selectbox("Task", sorted(wc.TASKS), key="ft_task")
     d1, d2, d3, d4 = st.columns(4)
     steps = d1.number_input("Steps", 1, 100_000, cfg.ft_steps, key="ft_steps")
