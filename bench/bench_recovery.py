@@ -13,8 +13,8 @@ calibration or training. Rows, at each budget:
 
     fisher + ActSVD                               (each calibration)
     + update                                      (compress --act-svd --update; each calibration)
-    + distillation (N steps; at --train-budgets)  from the better of the two rows on the samples, or from each
-                                                  (--distill-from both)
+    + distillation (N steps; at --train-budgets)  from the better of the two rows on the samples, or from the
+                                                  plain one, the updated one, or each (--distill-from)
 
 Compressions are recorded in the run registry, and distillation rows in the table's JSON with the settings that
 made them, so a rerun with the same settings trains nothing it has already trained.
@@ -51,7 +51,7 @@ class Settings:
     train_budgets: list[float]
     calib_samples: int  # calibration windows of the samples
     sample_docs: int  # documents sampled from the dense model
-    distill_from: str  # "best": the better training-free row on the samples; "both": each of the two
+    distill_from: str  # "best": the better training-free row on the samples; "plain", "update", or "both"
     out: Path
 
 
@@ -76,7 +76,9 @@ def main(s: Settings) -> None:
         row[pct] = ppl
         row["seconds"][pct] = round(time.perf_counter() - since, 1) if seconds is None else seconds
         print(f"  {label:58s} {pct:4g} %: PPL {ppl:9.2f} ({row['seconds'][pct]:.0f} s)", flush=True)
-        write(s, dense["ppl"], rows, samples.path)
+        kept = {k: {**{b: v[0] for b, v in cells.items()}, "seconds": {b: v[1] for b, v in cells.items()}}
+                for k, cells in trained.items() if k not in rows}  # rows of other --distill-from runs stay
+        write(s, dense["ppl"], {**rows, **kept}, samples.path)
 
     shakespeare = str(wc.data_dir() / "tinyshakespeare" / "input.txt")
     calibrations = [(f"tiny-shakespeare, {n} windows", wc.Calibration(shakespeare, samples=n), n == 16)
@@ -102,7 +104,8 @@ def main(s: Settings) -> None:
                 tried.append((result["ppl"], compression))
             if not name.startswith("samples") or pct not in s.train_budgets:
                 continue
-            starts = [min(tried, key=lambda t: t[0])] if s.distill_from == "best" else tried
+            starts = ([min(tried, key=lambda t: t[0])] if s.distill_from == "best" else tried if s.distill_from == "both"
+                      else [t for t in tried if t[1].update == (s.distill_from == "update")])
             for _, start in starts:
                 since = time.perf_counter()
                 label = ("best of the two on samples" if s.distill_from == "best" else
@@ -155,9 +158,8 @@ def write(s: Settings, dense: float, rows: dict[str, dict[str, Any]], samples: P
              f"{s.calib_samples} x 256 tokens of {s.sample_docs} documents the dense model sampled itself "
              f"(`welore sample --sequences {s.sample_docs}`: {samples.name}). Distillation: the samples, "
              f"{s.steps} steps x 4 x 256 tokens, lr {s.lr:g}, cosine, {s.mode} mode, KL to the dense model at "
-             f"temperature {s.temperature:g} (alpha 0), from "
-             + ("the better of the two training-free rows on the samples." if s.distill_from == "best" else
-                "each training-free row on the samples."),
+             f"temperature {s.temperature:g} (alpha 0), from the training-free row each names (\"best of the two\": the "
+             "better of the two on the samples). Distillation rows of earlier runs with other --distill-from are kept.",
              "Command: `.venv/bin/python bench/bench_recovery.py --budgets "
              f"{','.join(f'{b:g}' for b in s.budgets)} --tokens {s.tokens} --seqlen {s.seqlen} --steps {s.steps} "
              f"--lr {s.lr:g} --mode {s.mode} --temperature {s.temperature:g} --calib-samples {s.calib_samples} "
@@ -179,8 +181,9 @@ if __name__ == "__main__":
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--calib-samples", type=int, default=64, help="calibration windows of the model's samples")
     parser.add_argument("--sample-docs", type=int, default=128, help="documents sampled from the dense model")
-    parser.add_argument("--distill-from", default="best", choices=("best", "both"),
-                        help="distil the better training-free row on the samples, or each (twice the training time)")
+    parser.add_argument("--distill-from", default="best", choices=("best", "plain", "update", "both"),
+                        help="distil the better training-free row on the samples, the plain or the updated one, or "
+                             "each (twice the training time)")
     parser.add_argument("--train-budgets", default=None, help="budgets with a distillation row (default: every "
                                                               "budget; 'none' for the training-free rows alone)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recovery_table.md",
