@@ -17,7 +17,7 @@ if typing.TYPE_CHECKING:
 MODEL_HELP = "model folder, compressed folder, .gguf, .safetensors(.index.json) or hub id (default: embedded SmolLM2-135M)"
 
 
-def tqdm_progress(desc: str) -> Progress:
+def tqdm_progress(desc: str, unit: str = "layer") -> Progress:
     """Adapt the core's progress callback to a tqdm bar on stderr."""
     from tqdm import tqdm
 
@@ -25,7 +25,7 @@ def tqdm_progress(desc: str) -> Progress:
 
     def update(done: int, total: int, name: str) -> None:
         if not bar:
-            bar.append(tqdm(total=total, desc=desc, unit="layer", file=sys.stderr, disable=None, leave=False))
+            bar.append(tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False))
         bar[0].n = done
         bar[0].set_postfix_str(name[-40:], refresh=False)
         bar[0].refresh()

@@ -3,36 +3,17 @@ domain is at hand (data-free calibration; see welore_core/evaluation/samples.py)
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..evaluation import EvalConfig, SampleConfig, sample_from
-from ..utils import Progress
-from .common import add_model, add_output, config_from, human, option, output_of, placement_options
-
-
-def _bar() -> Progress:
-    """tqdm over documents (the shared adapter counts layers)."""
-    from tqdm import tqdm
-
-    bar: list[Any] = []
-
-    def update(done: int, total: int, name: str) -> None:
-        if not bar:
-            bar.append(tqdm(total=total, desc="sampling", unit="doc", file=sys.stderr, disable=None, leave=False))
-        bar[0].n = done
-        bar[0].set_postfix_str(name, refresh=False)
-        bar[0].refresh()
-        if done >= total:
-            bar[0].close()
-
-    return update
+from .common import add_model, add_output, config_from, human, option, output_of, placement_options, tqdm_progress
 
 
 def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from(SampleConfig, args)
     out = output_of(args.output, folder=False, model=args.model)
-    result = sample_from(args.model, config, out, args.device, args.weights_dtype, _bar() if human(args) else None)
+    bar = tqdm_progress("sampling", unit="doc") if human(args) else None
+    result = sample_from(args.model, config, out, args.device, args.weights_dtype, bar)
     if human(args):
         how = "sampled before, reused" if result.reused else \
             f"{result.seconds:.0f} s, {result.tokens / max(result.seconds, 1e-9):.0f} tokens/s"

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import WeLoreError
 from ..utils import Progress, atomic_write_text, cache_dir
+from .generate import positions
 
 SEPARATOR = "\n\n"  # between documents, as WikiText's paragraphs
 
@@ -73,8 +74,6 @@ def start_token(tokenizer: Any, label: str = "the model") -> int:
 
 def check_sampling(model: nn.Module, tokenizer: Any, config: SampleConfig) -> int:
     """Refuse what cannot be sampled before anything is written; the start token."""
-    from ..evaluation.generate import positions
-
     limit = positions(model)
     if limit is not None and config.tokens + 1 > limit:
         raise WeLoreError(f"sample tokens {config.tokens}: the model has {limit} positions; use at most {limit - 1}")
