@@ -3,7 +3,9 @@ CommonsenseQA through lm-evaluation-harness, with the harness's own prompts and 
 
 Rows: dense; welore, uniform and fisher + ActSVD at 10 and 20 % of parameters removed (every layer stored the
 smaller way); welore at ERR 30 and 50 % (LRCs factored, the paper's set-up). Columns: accuracy ± stderr per task,
-examples counted, parameters, seconds. Every row is a registry row, so a rerun prints from the registry.
+examples counted, parameters, seconds. Every row is a registry row, so a rerun prints from the registry, and a
+task stopped part-way (Ctrl-C, a session's end) resumes from the requests the harness had already answered
+(its request cache under `cache/harness-requests/`): the whole dev sets can be run in parts.
 Calibration for ActSVD and fisher is tiny-shakespeare, never the evaluation data. `--limit N` previews on the
 first N examples of each task; without it the whole dev sets run.
 
@@ -79,6 +81,6 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here, as they finish")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the whole dev sets take about 40 min a row on "
-                                                        "2 CPU cores; the model is evaluated in float32 either way)")
+                                                        "2 CPU cores, resumable; the model is evaluated in float32 either way)")
     args = parser.parse_args()
     main(tuple(t.strip() for t in args.tasks.split(",")), args.limit, args.batch_size, args.out, args.device)

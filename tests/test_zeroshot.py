@@ -13,7 +13,9 @@ import pytest
 
 import welore_core as wc
 from conftest import char_tokenizer, one_line, run, tiny_llama
-from welore_core.evaluation.zeroshot import ZeroShotConfig, evaluate_tasks, local_tasks
+from welore_core.evaluation.zeroshot import ZeroShotConfig, evaluate_tasks, local_tasks, measure_tasks
+from welore_core.evaluation import zeroshot
+from welore_core.models import load_tokenizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "downstream"
 
@@ -81,6 +83,50 @@ def test_the_dense_row_equals_the_harness_command_line(data: Path, model_dir: Pa
     row = next(line for line in done.stdout.splitlines() if line.startswith("|boolq"))
     printed = re.split(r"\s*\|\s*", row.strip("|"))[6]  # |Tasks|Version|Filter|n-shot|Metric|   |Value|...
     assert code == 0 and float(printed) == pytest.approx(ours, abs=0.5 * 10 ** -len(printed.split(".")[-1]))
+
+
+class Stopped(Exception):
+    """A run cancelled part-way (not one of the errors the harness's data loading is translated from)."""
+
+
+@pytest.mark.slow  # the harness three times on a handful of requests
+def test_a_cancelled_task_stops_within_a_batch_and_resumes_from_the_requests_scored(
+        data: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = ZeroShotConfig(tasks=("boolq",), limit=6, batch_size=1)  # one request a forward pass
+    identity = {"fingerprint": "f", "plan_hash": "dense", "tokenizer": "t", "weights_dtype": "float32"}
+    model = wc.load_model(wc.resolve_model(model_dir))
+    tokenizer = load_tokenizer(wc.resolve_model(model_dir))
+    calls = {"n": 0}
+
+    def count(*_: object) -> None:
+        calls["n"] += 1
+
+    model.register_forward_pre_hook(count)
+    whole = measure_tasks(config, identity, {"model": "tiny"}, lambda: (model, tokenizer), wc.Registry(tmp_path / "a.sqlite"))
+    passes = calls["n"]
+    assert passes >= 6  # every example scored in its own passes
+
+    registry = wc.Registry(tmp_path / "b.sqlite")
+    calls.update(n=0)
+    monkeypatch.setattr(zeroshot, "BATCH_REPORT_S", 0.0)  # a report before every pass
+    seen: list[str] = []
+
+    def cancel(done: int, total: int, message: str) -> None:  # as the dashboard's Cancel does, from the callback
+        seen.append(message)
+        if message == "harness: boolq (batch 4)":
+            raise Stopped
+
+    with pytest.raises(Stopped):  # cancelled before its fourth forward pass: three requests answered
+        measure_tasks(config, identity, {"model": "tiny"}, lambda: (model, tokenizer), registry, cancel)
+    assert calls["n"] == 4 and seen[0] == "harness: boolq"
+    partial = list((tmp_path / "harness-requests").glob("*_rank0.db"))
+    assert len(partial) == 1 and registry.lookup(partial[0].name.removesuffix("_rank0.db")) is None
+    calls.update(n=0)
+    resumed = measure_tasks(config, identity, {"model": "tiny"}, lambda: (model, tokenizer), registry)
+    assert calls["n"] == passes - 3  # only the requests not answered before the cancel
+    assert [(r["acc"], r["acc_stderr"], r["examples"]) for r in resumed] == \
+        [(r["acc"], r["acc_stderr"], r["examples"]) for r in whole]
+    assert not list((tmp_path / "harness-requests").glob("*.db"))  # the answers live in the registry now
 
 
 @pytest.mark.slow  # compress, then the harness

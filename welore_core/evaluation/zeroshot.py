@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -207,7 +208,8 @@ def measure_tasks(config: ZeroShotConfig, identity: dict[str, Any], fields: dict
     todo = [t for t in config.tasks if t not in results]
     if todo:
         model, tokenizer = model_of()
-        measured = _run(model, tokenizer, str(fields.get("model", "")), todo, config, manager, progress)
+        partial = {t: request_cache(registry, keys[t]) for t in todo}
+        measured = _run(model, tokenizer, str(fields.get("model", "")), todo, config, manager, progress, partial)
         row = {**fields, "kind": "zeroshot", "fingerprint": identity["fingerprint"],
                "plan_hash": identity["plan_hash"], "num_fewshot": config.num_fewshot, "limit_n": config.limit,
                "harness": version}
@@ -216,7 +218,17 @@ def measure_tasks(config: ZeroShotConfig, identity: dict[str, Any], fields: dict
                                          **{k: result[k] for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr",
                                                                    "examples")}}, result)
             results[task] = result
+            for db in partial[task].parent.glob(f"{partial[task].name}_rank*.db"):  # answered from the registry now
+                db.unlink(missing_ok=True)
     return [{**results[t], "cached": t not in todo} for t in config.tasks]
+
+
+def request_cache(registry: Registry, key: str) -> Path:
+    """Where the harness keeps the answers to one task's requests while the task runs (its `use_cache`, a sqlite
+    file per rank beside the registry): a run that is killed or cancelled resumes from the requests already
+    scored instead of from the start. The file belongs to one registry key (the request texts do not say which
+    model answered them) and is removed once the task's result is in the registry."""
+    return registry.path.parent / "harness-requests" / key
 
 
 def tokenizer_digest(folder: Path) -> str:
@@ -229,9 +241,37 @@ def tokenizer_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+BATCH_REPORT_S = 1.0  # least time between two progress reports from inside a task
+
+
+@contextmanager
+def reporting_batches(model: nn.Module, progress: Progress | None, done: int, total: int, task: str) -> Iterator[None]:
+    """Report progress before the model's forward passes while the harness runs `task` (at most once a
+    `BATCH_REPORT_S`): the dashboard's bar moves inside a long task, and a cancel (raised from the callback)
+    stops it within one batch; the requests answered so far stay in the harness's request cache."""
+    if progress is None:
+        yield
+        return
+    state = {"batches": 0, "last": time.monotonic()}
+
+    def report(*_: Any) -> None:
+        state["batches"] += 1
+        now = time.monotonic()
+        if now - state["last"] >= BATCH_REPORT_S:
+            state["last"] = now
+            progress(done, total, f"harness: {task} (batch {state['batches']})")
+
+    handle = model.register_forward_pre_hook(report)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _run(model: nn.Module, tokenizer: Any, label: str, tasks: list[str], config: ZeroShotConfig, manager: Any,
-         progress: Progress | None) -> dict[str, dict[str, Any]]:
-    """The harness on a loaded model: its HFLM around our module and tokenizer, its simple_evaluate."""
+         progress: Progress | None, partial: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The harness on a loaded model: its HFLM around our module and tokenizer, its simple_evaluate, each task's
+    answers kept as they come in `partial[task]` (the harness's request cache)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
@@ -248,9 +288,9 @@ def _run(model: nn.Module, tokenizer: Any, label: str, tasks: list[str], config:
         if progress:
             progress(i, len(tasks), f"harness: {task}")
         try:
-            with quiet():
+            with quiet(), reporting_batches(model, progress, i, len(tasks), task):
                 out = simple_evaluate(model=lm, tasks=[task], num_fewshot=config.num_fewshot, limit=config.limit,
-                                      task_manager=manager, log_samples=False)
+                                      task_manager=manager, log_samples=False, use_cache=str(partial[task]))
         except (OSError, ConnectionError, ValueError, RuntimeError) as err:  # hub data unreachable, a damaged file
             local = f" (local file looked for: {data_dir() / LOCAL[task][1]})" if task in LOCAL else ""
             raise WeLoreError(f"task {task}: the harness could not load its data ({type(err).__name__}: "
