@@ -10,8 +10,8 @@ after (the first `--eval-examples` examples), trainable parameters, peak memory 
 RSS; CUDA: max allocated) and tokens/s (training steps only). Runs are recorded in the run registry and written
 to `--out` as they finish; a rerun with the same settings measures only the runs not yet in `--out`'s JSON.
 
-The default budget (`--steps 10`, `--eval-examples 60`) is sized for about an hour on 2 CPU cores: an estimate
-from the measured 40-step runs (about 35 min a task at 40 steps). Ten steps only check the bench; the table in
+The default budget (`--steps 10`, `--eval-examples 60`) is sized for at most an hour on 2 CPU cores: measured,
+the whole bench took 40.5 min there (2026-12-07; 40 steps: about 92 min). Ten steps only check the bench; the table in
 the docs is `--steps 40`, and a table that separates the modes needs `--steps` in the hundreds (a device run).
 
     .venv/bin/python bench/bench_downstream.py [--err 50] [--steps 10] [--tasks coin_flip,boolq,...] [--modes lrc,nlrc,full,lora]
