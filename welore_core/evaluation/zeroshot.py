@@ -218,7 +218,7 @@ def measure_tasks(config: ZeroShotConfig, identity: dict[str, Any], fields: dict
                                          **{k: result[k] for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr",
                                                                    "examples")}}, result)
             results[task] = result
-            for db in partial[task].parent.glob(f"{partial[task].name}_rank*.db"):  # answered from the registry now
+            for db in partial[task].parent.glob(f"{partial[task].name}_rank*"):  # answered from the registry now
                 db.unlink(missing_ok=True)
     return [{**results[t], "cached": t not in todo} for t in config.tasks]
 
@@ -239,6 +239,17 @@ def tokenizer_digest(folder: Path) -> str:
         if (folder / name).is_file():
             digest.update(name.encode() + b"\0" + read_capped(folder / name, 2**30, "tokenizer file"))
     return digest.hexdigest()[:16]
+
+
+def close_request_cache(lm: Any) -> None:
+    """Close the request cache `simple_evaluate(use_cache=...)` hooked onto `lm` (its sqlite file, written by a
+    thread of its own) and unhook it, so the next task starts with its own file."""
+    from lm_eval.api.model import CacheHook
+
+    db = getattr(getattr(lm, "cache_hook", None), "dbdict", None)
+    if db is not None:
+        db.close()
+    lm.set_cache_hook(CacheHook(None))
 
 
 BATCH_REPORT_S = 1.0  # least time between two progress reports from inside a task
@@ -295,6 +306,8 @@ def _run(model: nn.Module, tokenizer: Any, label: str, tasks: list[str], config:
             local = f" (local file looked for: {data_dir() / LOCAL[task][1]})" if task in LOCAL else ""
             raise WeLoreError(f"task {task}: the harness could not load its data ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}){local}") from None
+        finally:  # the request cache flushed and closed, also when cancelled: what was answered is on disk
+            close_request_cache(lm)
         row = out["results"][task]
         value = {name: row.get(f"{name},none") for name in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")}
         value = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None)
