@@ -14,7 +14,7 @@ import pytest
 import welore_core as wc
 from conftest import char_tokenizer, one_line, run, tiny_llama
 from welore_core.evaluation.zeroshot import ZeroShotConfig, evaluate_tasks, local_tasks, measure_tasks
-from welore_core.evaluation import zeroshot
+from welore_core.evaluation import harness_cache
 from welore_core.models import load_tokenizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "downstream"
@@ -108,7 +108,7 @@ def test_a_cancelled_task_stops_within_a_batch_and_resumes_from_the_requests_sco
 
     registry = wc.Registry(tmp_path / "b.sqlite")
     calls.update(n=0)
-    monkeypatch.setattr(zeroshot, "BATCH_REPORT_S", 0.0)  # a report before every pass
+    monkeypatch.setattr(harness_cache, "BATCH_REPORT_S", 0.0)  # a report before every pass
     seen: list[str] = []
 
     def cancel(done: int, total: int, message: str) -> None:  # as the dashboard's Cancel does, from the callback

@@ -19,7 +19,6 @@ import os
 import sys
 import tempfile
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +31,7 @@ from ..errors import WeLoreError
 from ..models import dtype_name, load_model, load_tokenizer, placement, resolve_model, source_fingerprint
 from ..utils import Progress, atomic_write_text, cache_dir, data_dir, read_capped
 from .attribution import folder_plan_hash, source_fields
+from .harness_cache import close_request_cache, reporting_batches, request_cache
 from .registry import Registry, run_key
 
 HARNESS = "lm-eval"
@@ -223,14 +223,6 @@ def measure_tasks(config: ZeroShotConfig, identity: dict[str, Any], fields: dict
     return [{**results[t], "cached": t not in todo} for t in config.tasks]
 
 
-def request_cache(registry: Registry, key: str) -> Path:
-    """Where the harness keeps the answers to one task's requests while the task runs (its `use_cache`, a sqlite
-    file per rank beside the registry): a run that is killed or cancelled resumes from the requests already
-    scored instead of from the start. The file belongs to one registry key (the request texts do not say which
-    model answered them) and is removed once the task's result is in the registry."""
-    return registry.path.parent / "harness-requests" / key
-
-
 def tokenizer_digest(folder: Path) -> str:
     """sha256 of a model folder's tokenizer files: the prompts are scored through them, so they are part of a
     zero-shot result's identity as the weights are."""
@@ -239,44 +231,6 @@ def tokenizer_digest(folder: Path) -> str:
         if (folder / name).is_file():
             digest.update(name.encode() + b"\0" + read_capped(folder / name, 2**30, "tokenizer file"))
     return digest.hexdigest()[:16]
-
-
-def close_request_cache(lm: Any) -> None:
-    """Close the request cache `simple_evaluate(use_cache=...)` hooked onto `lm` (its sqlite file, written by a
-    thread of its own) and unhook it, so the next task starts with its own file."""
-    from lm_eval.api.model import CacheHook
-
-    db = getattr(getattr(lm, "cache_hook", None), "dbdict", None)
-    if db is not None:
-        db.close()
-    lm.set_cache_hook(CacheHook(None))
-
-
-BATCH_REPORT_S = 1.0  # least time between two progress reports from inside a task
-
-
-@contextmanager
-def reporting_batches(model: nn.Module, progress: Progress | None, done: int, total: int, task: str) -> Iterator[None]:
-    """Report progress before the model's forward passes while the harness runs `task` (at most once a
-    `BATCH_REPORT_S`): the dashboard's bar moves inside a long task, and a cancel (raised from the callback)
-    stops it within one batch; the requests answered so far stay in the harness's request cache."""
-    if progress is None:
-        yield
-        return
-    state = {"batches": 0, "last": time.monotonic()}
-
-    def report(*_: Any) -> None:
-        state["batches"] += 1
-        now = time.monotonic()
-        if now - state["last"] >= BATCH_REPORT_S:
-            state["last"] = now
-            progress(done, total, f"harness: {task} (batch {state['batches']})")
-
-    handle = model.register_forward_pre_hook(report)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _run(model: nn.Module, tokenizer: Any, label: str, tasks: list[str], config: ZeroShotConfig, manager: Any,
