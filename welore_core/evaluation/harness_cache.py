@@ -21,6 +21,13 @@ def request_cache(registry: Registry, key: str) -> Path:
     return registry.path.parent / "harness-requests" / key
 
 
+def remove_request_cache(path: Path) -> None:
+    """Delete a task's request cache (the harness writes one sqlite file per rank, `<key>_rank<i>.db`) once its
+    result is in the registry."""
+    for db in path.parent.glob(f"{path.name}_rank*"):
+        db.unlink(missing_ok=True)
+
+
 def close_request_cache(lm: Any) -> None:
     """Close the request cache `simple_evaluate(use_cache=...)` hooked onto `lm` (its sqlite file, written by a
     thread of its own) and unhook it, so the next task starts with its own file."""

@@ -31,7 +31,7 @@ from ..errors import WeLoreError
 from ..models import dtype_name, load_model, load_tokenizer, placement, resolve_model, source_fingerprint
 from ..utils import Progress, atomic_write_text, cache_dir, data_dir, read_capped
 from .attribution import folder_plan_hash, source_fields
-from .harness_cache import close_request_cache, reporting_batches, request_cache
+from .harness_cache import close_request_cache, remove_request_cache, reporting_batches, request_cache
 from .registry import Registry, run_key
 
 HARNESS = "lm-eval"
@@ -218,8 +218,7 @@ def measure_tasks(config: ZeroShotConfig, identity: dict[str, Any], fields: dict
                                          **{k: result[k] for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr",
                                                                    "examples")}}, result)
             results[task] = result
-            for db in partial[task].parent.glob(f"{partial[task].name}_rank*"):  # answered from the registry now
-                db.unlink(missing_ok=True)
+            remove_request_cache(partial[task])  # answered from the registry now
     return [{**results[t], "cached": t not in todo} for t in config.tasks]
 
 
