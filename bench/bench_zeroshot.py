@@ -5,7 +5,8 @@ Rows: dense; welore, uniform and fisher + ActSVD at 10 and 20 % of parameters re
 smaller way); welore at ERR 30 and 50 % (LRCs factored, the paper's set-up). Columns: accuracy ± stderr per task,
 examples counted, parameters, seconds. Every row is a registry row, so a rerun prints from the registry, and a
 task stopped part-way (Ctrl-C, a session's end) resumes from the requests the harness had already answered
-(its request cache under `cache/harness-requests/`): the whole dev sets can be run in parts.
+(its request cache under `cache/harness-requests/`): the whole dev sets can be run in parts
+(measured: about 20 min a row, 3 h for the nine, on the 2-core CPU machine).
 Calibration for ActSVD and fisher is tiny-shakespeare, never the evaluation data. `--limit N` previews on the
 first N examples of each task; without it the whole dev sets run.
 
